@@ -1,0 +1,207 @@
+use std::process::Command;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use crate::error::{read_to_string, Error, Result};
+use crate::tree::KernelTree;
+
+/// gcc flags libclang does not accept (measured with clang 14 on Debian's
+/// 6.1 and 6.12 trees); they change code generation, not what a header means.
+const CLANG_REJECTS: &[&str] = &[
+    "-ftrivial-auto-var-init=zero",
+    "-fconserve-stack",
+    "-fno-allow-store-data-races",
+    "-mfunction-return=thunk-extern",
+    "-mindirect-branch=thunk-extern",
+    "-mindirect-branch-register",
+    "-mindirect-branch-cs-prefix",
+    "-mpreferred-stack-boundary=3",
+    "-mrecord-mcount",
+];
+
+/// The C flags the tree's Kbuild passes to the compiler for a module object,
+/// read from the `.cmd` file of a probe object built with the tree's own
+/// `make M=`: nothing is hard-coded, so every distro's choices come along.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CFlags {
+    pub args: Vec<String>,
+}
+
+impl CFlags {
+    /// Builds a one-line probe module in `work_dir` and reads its flags.
+    /// The result is cached in `work_dir` until the tree's config changes.
+    pub fn probe(tree: &KernelTree, work_dir: &Utf8Path) -> Result<CFlags> {
+        let cache = work_dir.join("cflags");
+        let stamp = cache_stamp(tree);
+        if let Ok(text) = std::fs::read_to_string(&cache) {
+            if let Some(args) = text.strip_prefix(&stamp) {
+                return Ok(CFlags {
+                    args: args.lines().map(String::from).collect(),
+                });
+            }
+        }
+        let probe_dir = work_dir.join("probe");
+        crate::kbuild::check_kbuild_path(&probe_dir)?;
+        std::fs::create_dir_all(&probe_dir).map_err(|e| Error::io(&probe_dir, e))?;
+        write(
+            &probe_dir.join("probe.c"),
+            "#include <linux/module.h>\nMODULE_LICENSE(\"GPL\");\n",
+        )?;
+        write(&probe_dir.join("Kbuild"), "obj-m := probe.o\n")?;
+        let mut make = Command::new("make");
+        make.arg("-s")
+            .arg("-C")
+            .arg(&tree.path)
+            .arg(format!("M={probe_dir}"))
+            .arg("probe.o");
+        crate::kbuild::run(&mut make)?;
+        let flags = CFlags::parse_cmd_file(
+            &read_to_string(&probe_dir.join(".probe.o.cmd"))?,
+            &tree.path,
+        )
+        .ok_or_else(|| Error::Parse {
+            path: probe_dir.join(".probe.o.cmd"),
+            line: 1,
+            why: "no compiler command line (cmd_/savedcmd_) found".into(),
+        })?;
+        write(&cache, &format!("{stamp}{}\n", flags.args.join("\n")))?;
+        std::fs::remove_dir_all(&probe_dir).map_err(|e| Error::io(&probe_dir, e))?;
+        Ok(flags)
+    }
+
+    /// Reads the compiler command from a Kbuild `.cmd` file (`cmd_` in 6.1,
+    /// `savedcmd_` in 6.12), stopping before objtool's `;`-chained tail, and
+    /// resolves the tree-relative paths `make -C` made them relative to.
+    pub fn parse_cmd_file(text: &str, tree: &Utf8Path) -> Option<CFlags> {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with("cmd_") || l.starts_with("savedcmd_"))?;
+        let command = line.split_once(":=")?.1.split(';').next()?;
+        let mut words = shlex::split(command)?.into_iter();
+        words.next()?; // the compiler
+        let mut args = Vec::new();
+        while let Some(word) = words.next() {
+            match word.as_str() {
+                "-c" => {}
+                // Outputs and the probe's own source are not flags.
+                "-o" => {
+                    words.next();
+                }
+                _ if word.starts_with("-Wp,") || word.ends_with(".c") => {}
+                "-include" | "-isystem" => {
+                    let path = words.next()?;
+                    args.push(word);
+                    args.push(absolute(&path, tree));
+                }
+                _ => match word.strip_prefix("-I") {
+                    Some(path) => args.push(format!("-I{}", absolute(path, tree))),
+                    None => args.push(word),
+                },
+            }
+        }
+        Some(CFlags { args })
+    }
+
+    /// The flags libclang (bindgen) needs to read the headers as the kernel's
+    /// compiler does: preprocessor and target flags, without gcc-only codegen
+    /// options, warnings, or the probe's module name.
+    pub fn for_clang(&self, module_name: &str) -> Vec<String> {
+        let mut out = vec!["--target=x86_64-linux-gnu".to_owned()];
+        let mut args = self.args.iter();
+        while let Some(arg) = args.next() {
+            if arg == "-include" || arg == "-isystem" {
+                out.push(arg.clone());
+                out.extend(args.next().cloned());
+            } else if arg.starts_with("-DKBUILD_MODNAME=") || arg.starts_with("-D__KBUILD_MODNAME=")
+            {
+                continue;
+            } else if CLANG_REJECTS.contains(&arg.as_str()) {
+                continue;
+            } else if ["-I", "-D", "-U", "-m", "-f", "-std=", "-nostdinc"]
+                .iter()
+                .any(|p| arg.starts_with(p))
+            {
+                out.push(arg.clone());
+            }
+        }
+        out.push(format!("-DKBUILD_MODNAME=\"{module_name}\""));
+        out.push(format!("-D__KBUILD_MODNAME=kmod_{module_name}"));
+        out
+    }
+}
+
+fn absolute(path: &str, tree: &Utf8Path) -> String {
+    match path.strip_prefix("./") {
+        Some(rest) => tree.join(rest).into_string(),
+        None if !path.starts_with('/') => tree.join(path).into_string(),
+        None => path.to_owned(),
+    }
+}
+
+/// Identifies the tree state the cached flags were probed from.
+fn cache_stamp(tree: &KernelTree) -> String {
+    let modified = std::fs::metadata(tree.path.join("include/config/auto.conf"))
+        .and_then(|m| m.modified())
+        .ok()
+        .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!("# {} {} {modified}\n", tree.path, tree.release)
+}
+
+fn write(path: &Utf8PathBuf, contents: &str) -> Result<()> {
+    std::fs::write(path, contents).map_err(|e| Error::io(path, e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CMD_6_12: &str = "savedcmd_/tmp/p/probe.o := x86_64-linux-gnu-gcc-12 -Wp,-MMD,/tmp/p/.probe.o.d -nostdinc \
+        -I/src/arch/x86/include -I./arch/x86/include/generated -include /src/include/linux/kconfig.h \
+        -D__KERNEL__ -mcmodel=kernel -mindirect-branch=thunk-extern -fcf-protection=branch -Wall -O2 \
+        -DKBUILD_MODNAME='\"probe\"' -D__KBUILD_MODNAME=kmod_probe -c -o /tmp/p/probe.o /tmp/p/probe.c   ; \
+        ./tools/objtool/objtool --hacks=jump_label --module /tmp/p/probe.o\n\nsource_/tmp/p/probe.o := /tmp/p/probe.c\n";
+
+    #[test]
+    fn parses_savedcmd_and_resolves_relative_includes() {
+        let flags = CFlags::parse_cmd_file(CMD_6_12, Utf8Path::new("/tree")).unwrap();
+        assert!(flags
+            .args
+            .contains(&"-I/tree/arch/x86/include/generated".to_owned()));
+        assert!(flags
+            .args
+            .contains(&"-DKBUILD_MODNAME=\"probe\"".to_owned()));
+        assert!(!flags
+            .args
+            .iter()
+            .any(|a| a.contains("objtool") || a == "-c" || a.ends_with(".o")));
+        let legacy = CMD_6_12.replacen("savedcmd_", "cmd_", 1);
+        assert_eq!(
+            CFlags::parse_cmd_file(&legacy, Utf8Path::new("/tree")),
+            Some(flags)
+        );
+    }
+
+    #[test]
+    fn clang_flags_drop_gcc_only_options_and_rename_module() {
+        let flags = CFlags::parse_cmd_file(CMD_6_12, Utf8Path::new("/tree")).unwrap();
+        let clang = flags.for_clang("hello");
+        assert!(clang.contains(&"-fcf-protection=branch".to_owned()));
+        assert!(clang.contains(&"-mcmodel=kernel".to_owned()));
+        assert!(!clang.contains(&"-mindirect-branch=thunk-extern".to_owned()));
+        assert!(!clang.iter().any(|a| a.starts_with("-W") || a == "-O2"));
+        assert!(clang.contains(&"-DKBUILD_MODNAME=\"hello\"".to_owned()));
+        assert!(!clang.iter().any(|a| a.contains("probe")));
+        let include = clang.iter().position(|a| a == "-include").unwrap();
+        assert_eq!(clang[include + 1], "/src/include/linux/kconfig.h");
+    }
+
+    #[test]
+    fn no_command_line_is_none() {
+        assert_eq!(
+            CFlags::parse_cmd_file("deps_x := y\n", Utf8Path::new("/t")),
+            None
+        );
+    }
+}

@@ -1,0 +1,82 @@
+use camino::Utf8PathBuf;
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong, each naming the file, symbol or tool at
+/// fault and, where there is one, the command that fixes it.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(
+        "no kernel-devel tree found (looked in {searched})\n  help: install one, e.g. `{install}`"
+    )]
+    NoKernelTree { searched: String, install: String },
+
+    #[error("--kernel {spec}: matches no installed kernel-devel tree (installed: {installed})")]
+    NoSuchKernel { spec: String, installed: String },
+
+    #[error("{path}: not a kernel-devel tree: {why}")]
+    NotATree { path: Utf8PathBuf, why: String },
+
+    #[error("{path}: missing from the kernel-devel tree\n  help: {help}")]
+    MissingFile { path: Utf8PathBuf, help: String },
+
+    #[error("{path}:{line}: {why}")]
+    Parse {
+        path: Utf8PathBuf,
+        line: usize,
+        why: String,
+    },
+
+    #[error("{path}: {source}")]
+    Io {
+        path: Utf8PathBuf,
+        source: std::io::Error,
+    },
+
+    #[error("`{command}` failed{status}\n{output}")]
+    Command {
+        command: String,
+        status: String,
+        output: String,
+    },
+
+    #[error("{what} is missing\n  help: {help}")]
+    Prerequisite { what: String, help: String },
+
+    #[error("{0}")]
+    Bindgen(String),
+
+    #[error("{module}: {reason}")]
+    BadModule { module: Utf8PathBuf, reason: String },
+
+    #[error("{path} is not valid UTF-8")]
+    NonUtf8Path { path: std::path::PathBuf },
+}
+
+impl Error {
+    pub(crate) fn io(path: impl Into<Utf8PathBuf>, source: std::io::Error) -> Error {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// Exit code for command-line front ends: 3 when the machine lacks
+    /// something (a tree, a tool), 4 when a module would be refused by the
+    /// kernel, 1 otherwise.
+    pub fn exit_code(&self) -> i32 {
+        match self {
+            Error::NoKernelTree { .. }
+            | Error::NoSuchKernel { .. }
+            | Error::NotATree { .. }
+            | Error::MissingFile { .. }
+            | Error::Prerequisite { .. } => 3,
+            Error::BadModule { .. } => 4,
+            _ => 1,
+        }
+    }
+}
+
+pub(crate) fn read_to_string(path: &camino::Utf8Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
+}

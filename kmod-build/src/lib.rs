@@ -1,0 +1,44 @@
+//! Build Linux kernel modules written in Rust against the kernel-devel tree a
+//! distribution installed.
+//!
+//! The stages mirror Kbuild's own split and pass plain data between them:
+//!
+//! 1. discovery: [`KernelTree`] finds a tree, its [`Config`] and [`Symvers`];
+//! 2. flags: [`CFlags`] (the kernel's own C flags, probed through Kbuild) and
+//!    [`RustFlags`] (the rustc codegen that matches the tree's config);
+//! 3. build: [`Module`] runs in a module crate's `build.rs` (bindings, cfgs),
+//!    [`kbuild::link`] turns the Rust staticlib into a `.ko` with the tree's
+//!    own `make M=`;
+//! 4. check: [`ModuleInfo`] reads a `.ko` and [`check::versions`] compares
+//!    it with the tree, as the kernel's loader would.
+
+mod cflags;
+pub mod check;
+mod config;
+mod error;
+pub mod kbuild;
+mod modinfo;
+mod module;
+mod rustflags;
+mod symvers;
+mod tree;
+
+pub use cflags::CFlags;
+pub use config::Config;
+pub use error::{Error, Result};
+pub use modinfo::{ModuleInfo, VersionEntry};
+pub use module::{check_libclang, Module};
+pub use rustflags::RustFlags;
+pub use symvers::{Export, ExportKind, Symvers};
+pub use tree::{no_tree_error, KernelTree, SYSROOT_ENV};
+
+/// The Rust target every module is compiled for.
+pub const RUST_TARGET: &str = "x86_64-unknown-none";
+
+/// Environment variable through which the driver tells a module's build
+/// script which tree to build against (a path to the tree).
+pub const KERNEL_ENV: &str = "KMOD_BUILD_KERNEL";
+
+/// Environment variable naming a directory shared by all module crates for
+/// per-tree caches (probed C flags).
+pub const CACHE_ENV: &str = "KMOD_BUILD_CACHE";

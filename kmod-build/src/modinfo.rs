@@ -1,0 +1,205 @@
+use std::collections::BTreeMap;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use object::{Object, ObjectSection, ObjectSymbol};
+
+use crate::error::{Error, Result};
+
+/// Size of one `struct modversion_info` on 64-bit kernels: a `u64` CRC and
+/// a NUL-padded 56-byte name.
+const VERSION_ENTRY_SIZE: usize = 64;
+
+/// One `__versions` entry: the CRC the module was built against.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionEntry {
+    pub name: String,
+    pub crc: u32,
+    /// Where the CRC sits in the file (to report, or to patch in tests).
+    pub file_offset: u64,
+}
+
+/// What the kernel's loader reads from a `.ko` before it runs any of it.
+#[derive(Debug, Clone)]
+pub struct ModuleInfo {
+    pub path: Utf8PathBuf,
+    /// `.modinfo` `key=value` strings, in file order.
+    pub modinfo: Vec<(String, String)>,
+    pub versions: Vec<VersionEntry>,
+    /// Symbols the module needs from the kernel or other modules.
+    pub undefined: Vec<String>,
+    /// Each ELF relocation type used, with a section that uses it.
+    pub relocation_types: BTreeMap<u32, String>,
+}
+
+impl ModuleInfo {
+    pub fn read(path: &Utf8Path) -> Result<ModuleInfo> {
+        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        ModuleInfo::parse(path, &bytes)
+    }
+
+    pub fn parse(path: &Utf8Path, bytes: &[u8]) -> Result<ModuleInfo> {
+        let bad = |reason: String| Error::BadModule {
+            module: path.to_owned(),
+            reason,
+        };
+        let file =
+            object::File::parse(bytes).map_err(|e| bad(format!("not an ELF object: {e}")))?;
+        if file.kind() != object::ObjectKind::Relocatable {
+            return Err(bad("not a relocatable object (a .ko is ET_REL)".into()));
+        }
+        let section_data = |name: &str| -> Result<Option<(&[u8], u64)>> {
+            let Some(section) = file.section_by_name(name) else {
+                return Ok(None);
+            };
+            let data = section
+                .data()
+                .map_err(|e| bad(format!("section {name}: {e}")))?;
+            let offset = section.file_range().map_or(0, |(offset, _)| offset);
+            Ok(Some((data, offset)))
+        };
+        let modinfo = match section_data(".modinfo")? {
+            Some((data, _)) => parse_modinfo(data),
+            None => Vec::new(),
+        };
+        let versions = match section_data("__versions")? {
+            Some((data, offset)) => parse_versions(data, offset).map_err(bad)?,
+            None => Vec::new(),
+        };
+        let undefined = file
+            .symbols()
+            .filter(|symbol| symbol.is_undefined() && symbol.is_global())
+            .filter_map(|symbol| {
+                symbol
+                    .name()
+                    .ok()
+                    .filter(|n| !n.is_empty())
+                    .map(String::from)
+            })
+            .collect();
+        let mut relocation_types = BTreeMap::new();
+        for section in file.sections() {
+            for (_, relocation) in section.relocations() {
+                if let object::RelocationFlags::Elf { r_type } = relocation.flags() {
+                    relocation_types
+                        .entry(r_type)
+                        .or_insert_with(|| section.name().unwrap_or("?").to_owned());
+                }
+            }
+        }
+        Ok(ModuleInfo {
+            path: path.to_owned(),
+            modinfo,
+            versions,
+            undefined,
+            relocation_types,
+        })
+    }
+
+    /// The first value of `key` in `.modinfo`.
+    pub fn get(&self, key: &str) -> Option<&str> {
+        self.modinfo
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// The module's name as the kernel knows it (modpost's `name=`).
+    pub fn name(&self) -> &str {
+        self.get("name")
+            .unwrap_or_else(|| self.path.file_stem().unwrap_or("module"))
+    }
+}
+
+fn parse_modinfo(data: &[u8]) -> Vec<(String, String)> {
+    data.split(|&b| b == 0)
+        .filter(|entry| !entry.is_empty())
+        .filter_map(|entry| {
+            let text = String::from_utf8_lossy(entry);
+            let (key, value) = text.split_once('=')?;
+            Some((key.to_owned(), value.to_owned()))
+        })
+        .collect()
+}
+
+fn parse_versions(data: &[u8], section_offset: u64) -> Result<Vec<VersionEntry>, String> {
+    if data.len() % VERSION_ENTRY_SIZE != 0 {
+        return Err(format!(
+            "__versions is {} bytes, not a multiple of the {VERSION_ENTRY_SIZE}-byte entry",
+            data.len()
+        ));
+    }
+    data.chunks_exact(VERSION_ENTRY_SIZE)
+        .enumerate()
+        .map(|(index, entry)| {
+            let (crc, name) = entry.split_at(8);
+            let crc = u64::from_le_bytes(crc.try_into().expect("split_at(8)"));
+            let name_len = name
+                .iter()
+                .position(|&b| b == 0)
+                .ok_or_else(|| format!("__versions entry {index}: name is not NUL-terminated"))?;
+            Ok(VersionEntry {
+                name: String::from_utf8_lossy(&name[..name_len]).into_owned(),
+                crc: u32::try_from(crc).map_err(|_| {
+                    format!("__versions entry {index}: CRC {crc:#x} is over 32 bits")
+                })?,
+                file_offset: section_offset + (index * VERSION_ENTRY_SIZE) as u64,
+            })
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(crc: u64, name: &str) -> Vec<u8> {
+        let mut bytes = crc.to_le_bytes().to_vec();
+        bytes.extend(name.as_bytes());
+        bytes.resize(VERSION_ENTRY_SIZE, 0);
+        bytes
+    }
+
+    #[test]
+    fn versions_entries_with_offsets() {
+        let data = [entry(0xdeadbeef, "module_layout"), entry(0x1234, "_printk")].concat();
+        let versions = parse_versions(&data, 0x100).unwrap();
+        assert_eq!(
+            versions[0],
+            VersionEntry {
+                name: "module_layout".into(),
+                crc: 0xdeadbeef,
+                file_offset: 0x100
+            }
+        );
+        assert_eq!(versions[1].file_offset, 0x140);
+        assert_eq!(versions[1].name, "_printk");
+    }
+
+    #[test]
+    fn malformed_versions_are_errors_not_panics() {
+        assert!(parse_versions(&[0; 63], 0).is_err());
+        assert!(parse_versions(&[b'x'; 64], 0).is_err());
+        assert!(parse_versions(&entry(1 << 40, "big"), 0).is_err());
+    }
+
+    #[test]
+    fn modinfo_splits_on_nul() {
+        let parsed = parse_modinfo(b"license=GPL\0\0author=a=b\0junk\0");
+        assert_eq!(
+            parsed,
+            vec![
+                ("license".into(), "GPL".into()),
+                ("author".into(), "a=b".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn garbage_is_a_clear_error() {
+        let err = ModuleInfo::parse(Utf8Path::new("x.ko"), b"not an elf").unwrap_err();
+        assert!(
+            err.to_string().starts_with("x.ko: not an ELF object"),
+            "{err}"
+        );
+    }
+}

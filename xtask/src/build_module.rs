@@ -1,0 +1,216 @@
+//! `cargo xtask build-module`: a module crate to a checked `.ko`, per tree.
+
+use anyhow::{bail, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use kmod_build::{check, kbuild, KernelTree, ModuleInfo, RustFlags};
+use xshell::{cmd, Shell};
+
+use crate::{prerequisites, project_root, status};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The module crate to build: a workspace package with a staticlib, e.g. `hello`.
+    pub module: String,
+    /// Kernel release or tree path to build for; repeat for several.
+    /// Default: the running kernel's tree if installed, else every installed tree.
+    #[arg(long = "kernel", value_name = "RELEASE|PATH")]
+    pub kernels: Vec<String>,
+}
+
+pub fn run(args: &Args) -> Result<()> {
+    let sh = Shell::new()?;
+    prerequisites::ensure(&sh)?;
+    let crate_ = ModuleCrate::find(&args.module)?;
+    let trees = select_trees(&args.kernels)?;
+    let started = std::time::Instant::now();
+    for tree in &trees {
+        build(&sh, &crate_, tree)?;
+    }
+    status::step(
+        "Finished",
+        &format!(
+            "{} for {} kernel(s) in {:.1}s",
+            crate_.name,
+            trees.len(),
+            started.elapsed().as_secs_f64()
+        ),
+    );
+    Ok(())
+}
+
+/// `--kernel` values, or the default choice, said out loud.
+pub fn select_trees(specs: &[String]) -> Result<Vec<KernelTree>> {
+    if !specs.is_empty() {
+        return specs
+            .iter()
+            .map(|spec| Ok(KernelTree::select(spec)?))
+            .collect();
+    }
+    if let Some(tree) = KernelTree::running() {
+        status::step(
+            "Selected",
+            &format!("the running kernel's tree {} ({})", tree.release, tree.path),
+        );
+        return Ok(vec![tree]);
+    }
+    let installed = KernelTree::installed();
+    if installed.is_empty() {
+        return Err(kmod_build::no_tree_error().into());
+    }
+    let releases: Vec<&str> = installed.iter().map(|t| t.release.as_str()).collect();
+    status::step(
+        "Selected",
+        &format!(
+            "every installed tree ({}): the running kernel has none",
+            releases.join(", ")
+        ),
+    );
+    Ok(installed)
+}
+
+/// A workspace package that builds a module.
+pub struct ModuleCrate {
+    /// Package name, which is also the module's name.
+    pub name: String,
+    target_dir: Utf8PathBuf,
+}
+
+impl ModuleCrate {
+    pub fn find(name: &str) -> Result<ModuleCrate> {
+        let metadata = cargo_metadata::MetadataCommand::new()
+            .manifest_path(project_root().join("Cargo.toml"))
+            .no_deps()
+            .exec()
+            .context("reading the workspace with `cargo metadata`")?;
+        let is_module = |package: &cargo_metadata::Package| {
+            package
+                .targets
+                .iter()
+                .any(|t| t.crate_types.iter().any(|k| k.to_string() == "staticlib"))
+        };
+        match metadata
+            .workspace_packages()
+            .into_iter()
+            .find(|p| p.name.as_str() == name)
+        {
+            Some(package) if is_module(package) => Ok(ModuleCrate {
+                name: name.to_owned(),
+                target_dir: metadata.target_directory.clone(),
+            }),
+            found => {
+                let modules: Vec<String> = metadata
+                    .workspace_packages()
+                    .into_iter()
+                    .filter(|p| is_module(p))
+                    .map(|p| p.name.to_string())
+                    .collect();
+                let why = if found.is_some() {
+                    "is not a module crate (no staticlib)"
+                } else {
+                    "is not a workspace package"
+                };
+                bail!("`{name}` {why}; module crates: {}", modules.join(", "))
+            }
+        }
+    }
+
+    /// Everything built for one kernel lives under `target/kmod/<release>`.
+    pub fn output_dir(&self, tree: &KernelTree) -> Utf8PathBuf {
+        self.target_dir.join("kmod").join(&tree.release)
+    }
+
+    /// Where the checked module ends up.
+    pub fn ko_path(&self, tree: &KernelTree) -> Utf8PathBuf {
+        self.output_dir(tree).join(format!("{}.ko", self.name))
+    }
+}
+
+/// Compiles, links and checks the module for `tree`; returns the `.ko`.
+/// A module that fails a check is not left at the output path.
+pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8PathBuf> {
+    let name = &crate_.name;
+    let release = &tree.release;
+    let out = crate_.output_dir(tree);
+    let ko = crate_.ko_path(tree);
+    remove_if_exists(&ko)?;
+    kbuild::check_kbuild_path(&out)?;
+    let symvers = tree.symvers()?;
+    let config = tree.config()?;
+
+    status::step(
+        "Compiling",
+        &format!("{name} ({release}): core, bindings, crate"),
+    );
+    compile(sh, crate_, tree, &RustFlags::for_config(&config))?;
+    let staticlib = out.join(format!(
+        "cargo/{}/kmod/lib{}.a",
+        kmod_build::RUST_TARGET,
+        name.replace('-', "_")
+    ));
+
+    status::step("Linking", &format!("{name}.ko ({release})"));
+    let linked = kbuild::link(tree, name, &staticlib, &out.join("kbuild").join(name))?;
+    if !linked.warnings.is_empty() {
+        bail!(
+            "{name}.ko ({release}): Kbuild warned, so the module was not installed at {ko}:\n  {}",
+            linked.warnings.join("\n  ")
+        );
+    }
+
+    status::step(
+        "Checking",
+        &format!(
+            "{name}.ko ({release}) against {}",
+            tree.path.join("Module.symvers")
+        ),
+    );
+    let info = ModuleInfo::read(&linked.ko)?;
+    let findings: Vec<String> = check::versions(&info, &symvers)
+        .into_iter()
+        .chain(check::vermagic_matches(&info, release, &config))
+        .chain(check::relocations(&info))
+        .map(|finding| finding.to_string())
+        .collect();
+    if !findings.is_empty() {
+        return Err(kmod_build::Error::BadModule {
+            module: linked.ko,
+            reason: format!("the kernel would refuse it:\n  {}", findings.join("\n  ")),
+        }
+        .into());
+    }
+    let partial = ko.with_extension("ko.partial");
+    std::fs::copy(&linked.ko, &partial)
+        .with_context(|| format!("copying {} to {partial}", linked.ko))?;
+    std::fs::rename(&partial, &ko).with_context(|| format!("renaming {partial} to {ko}"))?;
+    status::step("Built", ko.as_str());
+    Ok(ko)
+}
+
+/// `cargo build` of the staticlib with `core` rebuilt under the tree's
+/// codegen (the kernel's own Rust build uses RUSTC_BOOTSTRAP for the same
+/// unstable flags on stable compilers).
+fn compile(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree, flags: &RustFlags) -> Result<()> {
+    let manifest = project_root().join("Cargo.toml");
+    let target_dir = crate_.output_dir(tree).join("cargo");
+    let cache = crate_.target_dir.join("kmod/cache");
+    let (name, target) = (&crate_.name, kmod_build::RUST_TARGET);
+    cmd!(sh, "cargo build --quiet --manifest-path {manifest} -p {name} --profile kmod --target {target} -Zbuild-std=core,compiler_builtins --target-dir {target_dir}")
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_ENCODED_RUSTFLAGS", flags.encoded())
+        .env_remove("RUSTFLAGS")
+        .env(kmod_build::KERNEL_ENV, &tree.path)
+        .env(kmod_build::CACHE_ENV, &cache)
+        .quiet()
+        .run()
+        .with_context(|| format!("compiling {name} for {}", tree.release))?;
+    Ok(())
+}
+
+fn remove_if_exists(path: &Utf8Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+            Err(e).with_context(|| format!("removing {path}"))
+        }
+        _ => Ok(()),
+    }
+}

@@ -1,0 +1,56 @@
+//! `cargo xtask`: the project's commands (rust-analyzer's xtask pattern).
+
+mod build_module;
+mod prerequisites;
+mod qemu;
+mod status;
+mod test;
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    about = "Build, check and test Rust kernel modules"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Build a module crate (e.g. `hello`) into target/kmod/<release>/<name>.ko.
+    BuildModule(build_module::Args),
+    /// Run the whole test suite: unit tests, then every example built and
+    /// loaded in QEMU by each installed kernel.
+    Test(test::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::BuildModule(args) => build_module::run(&args),
+        Command::Test(args) => test::run(&args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            status::error(&format!("{error:#}"));
+            let code = error
+                .downcast_ref::<kmod_build::Error>()
+                .map_or(1, kmod_build::Error::exit_code);
+            ExitCode::from(u8::try_from(code).unwrap_or(1))
+        }
+    }
+}
+
+/// The workspace root: xtask lives one level below it.
+fn project_root() -> camino::Utf8PathBuf {
+    camino::Utf8Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask is inside the workspace")
+        .to_owned()
+}

@@ -1,0 +1,195 @@
+//! `cargo xtask test`: the unit and integration tests, then every example
+//! module built for each installed kernel and loaded by that real kernel in
+//! QEMU.
+
+use anyhow::{bail, ensure, Context, Result};
+use camino::Utf8PathBuf;
+use kmod_build::{check, KernelTree, ModuleInfo};
+use xshell::{cmd, Shell};
+
+use crate::build_module::{self, ModuleCrate};
+use crate::qemu::Guest;
+use crate::{project_root, status};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Only the QEMU boot tests (skip `cargo test`).
+    #[arg(long)]
+    boot_only: bool,
+    /// Kernels to boot-test (release or tree path); default: every installed tree.
+    #[arg(long = "kernel", value_name = "RELEASE|PATH")]
+    kernels: Vec<String>,
+}
+
+/// Kernel log lines that mean something went wrong, whatever the module.
+const BAD_LOG_LINES: &[&str] = &[
+    "Unknown symbol",
+    "disagrees about version",
+    "version magic",
+    "not compiled with retpoline",
+    "WARNING:",
+    "BUG:",
+    "Oops",
+];
+
+pub fn run(args: &Args) -> Result<()> {
+    let sh = Shell::new()?;
+    sh.change_dir(project_root());
+    if !args.boot_only {
+        status::step("Running", "cargo test (library and xtask)");
+        cmd!(sh, "cargo test --quiet").run()?;
+    }
+    let trees = if args.kernels.is_empty() {
+        KernelTree::installed()
+    } else {
+        build_module::select_trees(&args.kernels)?
+    };
+    if trees.is_empty() {
+        return Err(kmod_build::no_tree_error().into());
+    }
+    let hello = ModuleCrate::find("hello")?;
+    let mut passed = 0;
+    let mut failed = Vec::new();
+    for tree in &trees {
+        let name = format!("boot::hello::{}", tree.release);
+        match boot_hello(&sh, &hello, tree) {
+            Ok(()) => {
+                eprintln!("test {name} ... ok");
+                passed += 1;
+            }
+            Err(error) => {
+                eprintln!("test {name} ... FAILED\n{error:#}");
+                failed.push(name);
+            }
+        }
+    }
+    println!("{passed} passed, {} failed", failed.len());
+    if !failed.is_empty() {
+        bail!("boot tests failed: {}", failed.join(", "));
+    }
+    Ok(())
+}
+
+/// `hello` built for `tree` loads and unloads cleanly in that kernel, and a
+/// copy with one `__versions` CRC flipped is refused by it, as the offline
+/// check predicts.
+fn boot_hello(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> {
+    let vmlinuz = Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release));
+    ensure!(
+        vmlinuz.is_file(),
+        "{vmlinuz} is missing: apt-get install linux-image-{}",
+        tree.release
+    );
+    let ko = build_module::build(sh, hello, tree)?;
+
+    let info = ModuleInfo::read(&ko)?;
+    let config = tree.config()?;
+    ensure!(
+        info.get("vermagic") == Some(check::vermagic(&tree.release, &config).as_str()),
+        "vermagic {:?} is not the tree's",
+        info.get("vermagic")
+    );
+    ensure!(
+        info.get("license") == Some("GPL"),
+        "license is {:?}",
+        info.get("license")
+    );
+    ensure!(
+        info.get("author").is_some() && info.get("description").is_some(),
+        "author/description missing"
+    );
+    ensure!(
+        check::relocations(&info).is_empty(),
+        "relocations: {:?}",
+        info.relocation_types
+    );
+
+    let bad = flip_crc(&ko, &info, "_printk")?;
+    let findings = check::versions(&ModuleInfo::read(&bad)?, &tree.symvers()?);
+    ensure!(
+        findings.len() == 1
+            && findings[0].kernel_says == "hello: disagrees about version of symbol _printk",
+        "offline check of the flipped copy: {findings:?}"
+    );
+
+    let log = Guest::new(&vmlinuz).file(&bad).file(&ko).run(
+        "section refused insmod /modules/hello-badcrc.ko\n\
+         section refused_log dmesg -r -c\n\
+         section load insmod /modules/hello.ko\n\
+         section unload rmmod hello\n\
+         section log dmesg -r\n",
+    )?;
+    let refused = log.expect_section("refused")?;
+    ensure!(
+        refused.rc != 0,
+        "the kernel loaded the copy with a flipped CRC:\n{}",
+        refused.output
+    );
+    let refused_log = log.expect_section("refused_log")?.output;
+    let refusal = "hello: disagrees about version of symbol _printk";
+    ensure!(
+        refused_log.contains(refusal),
+        "the kernel did not say `{refusal}`:\n{refused_log}"
+    );
+    let expected_refusal = [refusal, "hello: Unknown symbol _printk (err -22)"];
+    ensure_clean(
+        refused_log
+            .lines()
+            .filter(|line| !expected_refusal.iter().any(|e| line.ends_with(e))),
+    )?;
+
+    ensure!(
+        log.expect_section("load")?.rc == 0,
+        "insmod hello.ko failed:\n{}",
+        log.tail(30)
+    );
+    ensure!(
+        log.expect_section("unload")?.rc == 0,
+        "rmmod hello failed:\n{}",
+        log.tail(30)
+    );
+    let kernel_log = log.expect_section("log")?.output;
+    // `dmesg -r` lines are `<level>[timestamp] message`: KERN_INFO is 6.
+    for message in [
+        format!("hello: loaded, built for {}", tree.release),
+        "hello: unloaded, goodbye".to_owned(),
+    ] {
+        ensure!(
+            kernel_log
+                .lines()
+                .any(|line| line.starts_with("<6>[") && line.contains(&format!("] {message}"))),
+            "no KERN_INFO line `{message}` in the kernel log:\n{kernel_log}"
+        );
+    }
+    ensure_clean(kernel_log.lines())?;
+    eprintln!(
+        "    {} booted in {:.1}s",
+        tree.release,
+        log.elapsed.as_secs_f64()
+    );
+    Ok(())
+}
+
+/// Fails on the first kernel log line that signals a problem.
+fn ensure_clean<'a>(mut lines: impl Iterator<Item = &'a str>) -> Result<()> {
+    match lines.find(|line| BAD_LOG_LINES.iter().any(|bad| line.contains(bad))) {
+        Some(line) => bail!("the kernel log holds `{line}`"),
+        None => Ok(()),
+    }
+}
+
+/// A copy of `ko` with the `__versions` CRC of `symbol` inverted.
+fn flip_crc(ko: &camino::Utf8Path, info: &ModuleInfo, symbol: &str) -> Result<Utf8PathBuf> {
+    let entry = info
+        .versions
+        .iter()
+        .find(|e| e.name == symbol)
+        .with_context(|| format!("{ko} has no __versions entry for {symbol}"))?;
+    let mut bytes = std::fs::read(ko).with_context(|| format!("reading {ko}"))?;
+    let at = usize::try_from(entry.file_offset)?;
+    let flipped = (entry.crc ^ 0xffff_ffff).to_le_bytes();
+    bytes[at..at + 4].copy_from_slice(&flipped);
+    let bad = ko.with_file_name("hello-badcrc.ko");
+    std::fs::write(&bad, bytes).with_context(|| format!("writing {bad}"))?;
+    Ok(bad)
+}
