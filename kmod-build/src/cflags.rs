@@ -112,10 +112,10 @@ impl CFlags {
             if arg == "-include" || arg == "-isystem" {
                 out.push(arg.clone());
                 out.extend(args.next().cloned());
-            } else if arg.starts_with("-DKBUILD_MODNAME=") || arg.starts_with("-D__KBUILD_MODNAME=")
+            } else if arg.starts_with("-DKBUILD_MODNAME=")
+                || arg.starts_with("-D__KBUILD_MODNAME=")
+                || CLANG_REJECTS.contains(&arg.as_str())
             {
-                continue;
-            } else if CLANG_REJECTS.contains(&arg.as_str()) {
                 continue;
             } else if ["-I", "-D", "-U", "-m", "-f", "-std=", "-nostdinc"]
                 .iter()

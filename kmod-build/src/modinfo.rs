@@ -122,7 +122,7 @@ fn parse_modinfo(data: &[u8]) -> Vec<(String, String)> {
 }
 
 fn parse_versions(data: &[u8], section_offset: u64) -> Result<Vec<VersionEntry>, String> {
-    if data.len() % VERSION_ENTRY_SIZE != 0 {
+    if !data.len().is_multiple_of(VERSION_ENTRY_SIZE) {
         return Err(format!(
             "__versions is {} bytes, not a multiple of the {VERSION_ENTRY_SIZE}-byte entry",
             data.len()

@@ -55,7 +55,7 @@ impl KernelTree {
             .flatten()
             .filter_map(|entry| KernelTree::open(entry.ok()?.path().join("build")).ok())
             .collect();
-        trees.sort_by(|a, b| version_key(&a.release).cmp(&version_key(&b.release)));
+        trees.sort_by_key(|tree| version_key(&tree.release));
         trees.dedup_by(|a, b| a.path == b.path);
         trees
     }

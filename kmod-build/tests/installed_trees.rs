@@ -1,0 +1,109 @@
+//! Against the real kernel-devel trees installed on this machine (Debian's
+//! 6.1 and 6.12 in CI, installed by `.ci/run`).
+
+use std::process::Command;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use kmod_build::{check, CFlags, KernelTree, ModuleInfo, RustFlags};
+
+fn trees() -> Vec<KernelTree> {
+    let trees = KernelTree::installed();
+    assert!(!trees.is_empty(), "no kernel-devel tree installed: apt-get install linux-headers-amd64");
+    trees
+}
+
+#[test]
+fn release_is_the_one_uname_reports() {
+    for tree in trees() {
+        let dir = tree.path.parent().unwrap().as_str().to_owned();
+        // Debian links /lib/modules/<release>/build to the tree.
+        let link = Utf8PathBuf::from(format!("/lib/modules/{}/build", tree.release));
+        assert_eq!(link.canonicalize_utf8().unwrap(), tree.path, "{dir}");
+    }
+}
+
+#[test]
+fn config_and_symvers_parse() {
+    for tree in trees() {
+        let config = tree.config().unwrap();
+        assert!(config.is_y("CONFIG_MODULES"), "{}", tree.release);
+        let symvers = tree.symvers().unwrap();
+        assert!(symvers.len() > 20_000, "{}: {} exports", tree.release, symvers.len());
+        let printk = symvers.get("_printk").expect("_printk is exported");
+        assert_ne!(printk.crc, 0, "{}: MODVERSIONS trees carry CRCs", tree.release);
+    }
+}
+
+/// The computed vermagic is the one the distro's own modules carry.
+#[test]
+fn vermagic_matches_in_tree_modules() {
+    for tree in trees() {
+        let module = in_tree_module(&tree);
+        let info = ModuleInfo::parse(Utf8Path::new("loop.ko"), &module).unwrap();
+        assert_eq!(
+            info.get("vermagic"),
+            Some(check::vermagic(&tree.release, &tree.config().unwrap()).as_str()),
+            "{}",
+            tree.release
+        );
+        assert!(check::versions(&info, &tree.symvers().unwrap()).is_empty(), "{}", tree.release);
+        assert!(check::relocations(&info).is_empty(), "{}", tree.release);
+    }
+}
+
+#[test]
+fn probed_c_flags_are_the_trees_own() {
+    for tree in trees() {
+        let work = tempdir();
+        let flags = CFlags::probe(&tree, &work).unwrap();
+        assert!(flags.args.iter().any(|a| a == "-D__KERNEL__"), "{}", tree.release);
+        assert!(flags.args.contains(&"-mcmodel=kernel".to_owned()), "{}", tree.release);
+        for include in flags.args.iter().filter_map(|a| a.strip_prefix("-I")) {
+            assert!(Utf8Path::new(include).is_absolute(), "{include}");
+        }
+        let ibt = tree.config().unwrap().is_y("CONFIG_X86_KERNEL_IBT");
+        assert_eq!(flags.args.contains(&"-fcf-protection=branch".to_owned()), ibt, "{}", tree.release);
+        // Second call is served from the cache, without running make.
+        let cached = CFlags::probe(&tree, &work).unwrap();
+        assert_eq!(cached, flags);
+        assert!(!work.join("probe").exists());
+        std::fs::remove_dir_all(&work).unwrap();
+    }
+}
+
+#[test]
+fn rust_flags_follow_each_trees_mitigations() {
+    for tree in trees() {
+        let config = tree.config().unwrap();
+        let flags = RustFlags::for_config(&config).args;
+        let has = |flag: &str| flags.iter().any(|f| f == flag);
+        assert_eq!(has("-Zcf-protection=branch"), config.is_y("CONFIG_X86_KERNEL_IBT"));
+        assert_eq!(
+            has("-Zfunction-return=thunk-extern"),
+            config.any_y(&["CONFIG_RETHUNK", "CONFIG_MITIGATION_RETHUNK"])
+        );
+    }
+}
+
+/// An uncompressed module that every x86 Debian kernel ships.
+fn in_tree_module(tree: &KernelTree) -> Vec<u8> {
+    let dir = format!("/lib/modules/{}/kernel/drivers/block", tree.release);
+    if let Ok(bytes) = std::fs::read(format!("{dir}/loop.ko")) {
+        return bytes;
+    }
+    let output = Command::new("xz").arg("-dc").arg(format!("{dir}/loop.ko.xz")).output().unwrap();
+    assert!(output.status.success(), "xz -dc {dir}/loop.ko.xz");
+    output.stdout
+}
+
+fn tempdir() -> Utf8PathBuf {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static COUNT: AtomicUsize = AtomicUsize::new(0);
+    let dir = std::env::temp_dir().join(format!(
+        "kmod-build-test-{}-{}",
+        std::process::id(),
+        COUNT.fetch_add(1, Ordering::Relaxed)
+    ));
+    std::fs::create_dir_all(&dir).unwrap();
+    Utf8PathBuf::try_from(dir).unwrap()
+}
