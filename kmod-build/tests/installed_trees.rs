@@ -8,7 +8,10 @@ use kmod_build::{check, CFlags, KernelTree, ModuleInfo, RustFlags};
 
 fn trees() -> Vec<KernelTree> {
     let trees = KernelTree::installed();
-    assert!(!trees.is_empty(), "no kernel-devel tree installed: apt-get install linux-headers-amd64");
+    assert!(
+        !trees.is_empty(),
+        "no kernel-devel tree installed: apt-get install linux-headers-amd64"
+    );
     trees
 }
 
@@ -28,9 +31,18 @@ fn config_and_symvers_parse() {
         let config = tree.config().unwrap();
         assert!(config.is_y("CONFIG_MODULES"), "{}", tree.release);
         let symvers = tree.symvers().unwrap();
-        assert!(symvers.len() > 20_000, "{}: {} exports", tree.release, symvers.len());
+        assert!(
+            symvers.len() > 20_000,
+            "{}: {} exports",
+            tree.release,
+            symvers.len()
+        );
         let printk = symvers.get("_printk").expect("_printk is exported");
-        assert_ne!(printk.crc, 0, "{}: MODVERSIONS trees carry CRCs", tree.release);
+        assert_ne!(
+            printk.crc, 0,
+            "{}: MODVERSIONS trees carry CRCs",
+            tree.release
+        );
     }
 }
 
@@ -46,7 +58,11 @@ fn vermagic_matches_in_tree_modules() {
             "{}",
             tree.release
         );
-        assert!(check::versions(&info, &tree.symvers().unwrap()).is_empty(), "{}", tree.release);
+        assert!(
+            check::versions(&info, &tree.symvers().unwrap()).is_empty(),
+            "{}",
+            tree.release
+        );
         assert!(check::relocations(&info).is_empty(), "{}", tree.release);
     }
 }
@@ -56,13 +72,26 @@ fn probed_c_flags_are_the_trees_own() {
     for tree in trees() {
         let work = tempdir();
         let flags = CFlags::probe(&tree, &work).unwrap();
-        assert!(flags.args.iter().any(|a| a == "-D__KERNEL__"), "{}", tree.release);
-        assert!(flags.args.contains(&"-mcmodel=kernel".to_owned()), "{}", tree.release);
+        assert!(
+            flags.args.iter().any(|a| a == "-D__KERNEL__"),
+            "{}",
+            tree.release
+        );
+        assert!(
+            flags.args.contains(&"-mcmodel=kernel".to_owned()),
+            "{}",
+            tree.release
+        );
         for include in flags.args.iter().filter_map(|a| a.strip_prefix("-I")) {
             assert!(Utf8Path::new(include).is_absolute(), "{include}");
         }
         let ibt = tree.config().unwrap().is_y("CONFIG_X86_KERNEL_IBT");
-        assert_eq!(flags.args.contains(&"-fcf-protection=branch".to_owned()), ibt, "{}", tree.release);
+        assert_eq!(
+            flags.args.contains(&"-fcf-protection=branch".to_owned()),
+            ibt,
+            "{}",
+            tree.release
+        );
         // Second call is served from the cache, without running make.
         let cached = CFlags::probe(&tree, &work).unwrap();
         assert_eq!(cached, flags);
@@ -77,7 +106,10 @@ fn rust_flags_follow_each_trees_mitigations() {
         let config = tree.config().unwrap();
         let flags = RustFlags::for_config(&config).args;
         let has = |flag: &str| flags.iter().any(|f| f == flag);
-        assert_eq!(has("-Zcf-protection=branch"), config.is_y("CONFIG_X86_KERNEL_IBT"));
+        assert_eq!(
+            has("-Zcf-protection=branch"),
+            config.is_y("CONFIG_X86_KERNEL_IBT")
+        );
         assert_eq!(
             has("-Zfunction-return=thunk-extern"),
             config.any_y(&["CONFIG_RETHUNK", "CONFIG_MITIGATION_RETHUNK"])
@@ -91,7 +123,11 @@ fn in_tree_module(tree: &KernelTree) -> Vec<u8> {
     if let Ok(bytes) = std::fs::read(format!("{dir}/loop.ko")) {
         return bytes;
     }
-    let output = Command::new("xz").arg("-dc").arg(format!("{dir}/loop.ko.xz")).output().unwrap();
+    let output = Command::new("xz")
+        .arg("-dc")
+        .arg(format!("{dir}/loop.ko.xz"))
+        .output()
+        .unwrap();
     assert!(output.status.success(), "xz -dc {dir}/loop.ko.xz");
     output.stdout
 }

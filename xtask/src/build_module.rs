@@ -15,11 +15,14 @@ pub struct Args {
     /// Default: the running kernel's tree if installed, else every installed tree.
     #[arg(long = "kernel", value_name = "RELEASE|PATH")]
     pub kernels: Vec<String>,
+    /// Never install missing system packages; say which command would.
+    #[arg(long)]
+    pub no_install: bool,
 }
 
 pub fn run(args: &Args) -> Result<()> {
     let sh = Shell::new()?;
-    prerequisites::ensure(&sh)?;
+    prerequisites::ensure(&sh, !args.no_install)?;
     let crate_ = ModuleCrate::find(&args.module)?;
     let trees = select_trees(&args.kernels)?;
     let started = std::time::Instant::now();

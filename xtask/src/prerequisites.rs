@@ -6,14 +6,13 @@ use xshell::{cmd, Shell};
 
 use crate::status;
 
-/// A Debian package that provides a missing piece.
+/// A missing piece and the Debian package that provides it.
 struct Need {
     what: &'static str,
     package: &'static str,
 }
 
-/// Makes sure libclang and at least one kernel-devel tree are present.
-pub fn ensure(sh: &Shell) -> Result<()> {
+fn missing() -> Vec<Need> {
     let mut needs = Vec::new();
     if kmod_build::check_libclang().is_err() {
         needs.push(Need {
@@ -33,30 +32,39 @@ pub fn ensure(sh: &Shell) -> Result<()> {
             package: "make",
         });
     }
+    needs
+}
+
+/// Makes sure libclang, make and at least one kernel-devel tree are
+/// present, installing them if `may_install` and we can.
+pub fn ensure(sh: &Shell, may_install: bool) -> Result<()> {
+    let mut needs = missing();
+    // Under a sysroot, packages installed on this machine would not help.
+    let can_install = may_install
+        && which::which("apt-get").is_ok()
+        && is_root()
+        && std::env::var_os(kmod_build::SYSROOT_ENV).is_none();
+    if !needs.is_empty() && can_install {
+        let packages: Vec<&str> = needs.iter().map(|n| n.package).collect();
+        status::step("Installing", &packages.join(" "));
+        cmd!(sh, "apt-get install -y {packages...}")
+            .env("DEBIAN_FRONTEND", "noninteractive")
+            .run()?;
+        needs = missing();
+    }
     if needs.is_empty() {
         return Ok(());
     }
+    let what: Vec<&str> = needs.iter().map(|n| n.what).collect();
     let packages: Vec<&str> = needs.iter().map(|n| n.package).collect();
-    // Under a sysroot, packages installed on this machine would not help.
-    let can_install = which::which("apt-get").is_ok()
-        && is_root()
-        && std::env::var_os(kmod_build::SYSROOT_ENV).is_none();
-    if !can_install {
-        let missing: Vec<&str> = needs.iter().map(|n| n.what).collect();
-        return Err(kmod_build::Error::Prerequisite {
-            what: missing.join(", "),
-            help: format!(
-                "sudo apt-get install {} (or your distribution's equivalent)",
-                packages.join(" ")
-            ),
-        }
-        .into());
+    Err(kmod_build::Error::Prerequisite {
+        what: what.join(", "),
+        help: format!(
+            "sudo apt-get install {} (or your distribution's equivalent)",
+            packages.join(" ")
+        ),
     }
-    status::step("Installing", &packages.join(" "));
-    cmd!(sh, "apt-get install -y {packages...}")
-        .env("DEBIAN_FRONTEND", "noninteractive")
-        .run()?;
-    Ok(())
+    .into())
 }
 
 fn is_root() -> bool {
