@@ -6,9 +6,7 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 /// fault and, where there is one, the command that fixes it.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error(
-        "no kernel-devel tree found (looked in {searched})\n  help: install one, e.g. `{install}`"
-    )]
+    #[error("no kernel-devel tree found (looked in {searched}); install one: {install}")]
     NoKernelTree { searched: String, install: String },
 
     #[error("--kernel {spec}: matches no installed kernel-devel tree (installed: {installed})")]
@@ -17,7 +15,7 @@ pub enum Error {
     #[error("{path}: not a kernel-devel tree: {why}")]
     NotATree { path: Utf8PathBuf, why: String },
 
-    #[error("{path}: missing from the kernel-devel tree\n  help: {help}")]
+    #[error("{path}: missing from the kernel-devel tree; {help}")]
     MissingFile { path: Utf8PathBuf, help: String },
 
     #[error("{path}:{line}: {why}")]
@@ -40,7 +38,7 @@ pub enum Error {
         output: String,
     },
 
-    #[error("{what} is missing\n  help: {help}")]
+    #[error("{what} is missing; fix: {help}")]
     Prerequisite { what: String, help: String },
 
     #[error("{0}")]

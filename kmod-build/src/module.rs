@@ -161,8 +161,8 @@ pub fn check_libclang() -> Result<()> {
     if clang_sys::is_loaded() {
         return Ok(());
     }
-    clang_sys::load().map_err(|why| Error::Prerequisite {
-        what: format!("libclang, which bindgen needs ({why})"),
+    clang_sys::load().map_err(|_| Error::Prerequisite {
+        what: "libclang (for bindgen)".into(),
         help: "apt-get install libclang-dev (Fedora: dnf install clang-devel; Arch: pacman -S clang), or set LIBCLANG_PATH".into(),
     })
 }

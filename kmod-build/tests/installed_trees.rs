@@ -18,10 +18,14 @@ fn trees() -> Vec<KernelTree> {
 #[test]
 fn release_is_the_one_uname_reports() {
     for tree in trees() {
-        let dir = tree.path.parent().unwrap().as_str().to_owned();
         // Debian links /lib/modules/<release>/build to the tree.
         let link = Utf8PathBuf::from(format!("/lib/modules/{}/build", tree.release));
-        assert_eq!(link.canonicalize_utf8().unwrap(), tree.path, "{dir}");
+        assert_eq!(
+            link.canonicalize_utf8().unwrap(),
+            tree.path,
+            "{}",
+            tree.release
+        );
     }
 }
 

@@ -149,11 +149,15 @@ fn boot_hello(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> 
         log.tail(30)
     );
     let kernel_log = log.expect_section("log")?.output;
+    // The init line prints LINUX_VERSION_CODE from the generated bindings:
+    // it must be this tree's, not the other kernel's.
+    let loaded = format!(
+        "hello: loaded, built for {} (LINUX_VERSION_CODE {:#x})",
+        tree.release,
+        version_code(tree)?
+    );
     // `dmesg -r` lines are `<level>[timestamp] message`: KERN_INFO is 6.
-    for message in [
-        format!("hello: loaded, built for {}", tree.release),
-        "hello: unloaded, goodbye".to_owned(),
-    ] {
+    for message in [loaded, "hello: unloaded, goodbye".to_owned()] {
         ensure!(
             kernel_log
                 .lines()
@@ -168,6 +172,20 @@ fn boot_hello(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> 
         log.elapsed.as_secs_f64()
     );
     Ok(())
+}
+
+/// `LINUX_VERSION_CODE` as the tree's own generated header defines it.
+fn version_code(tree: &KernelTree) -> Result<u32> {
+    let header = tree.path.join("include/generated/uapi/linux/version.h");
+    let text = std::fs::read_to_string(&header).with_context(|| format!("reading {header}"))?;
+    text.lines()
+        .find_map(|line| {
+            line.strip_prefix("#define LINUX_VERSION_CODE ")?
+                .trim()
+                .parse()
+                .ok()
+        })
+        .with_context(|| format!("{header} defines no LINUX_VERSION_CODE"))
 }
 
 /// Fails on the first kernel log line that signals a problem.
