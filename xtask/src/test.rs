@@ -89,6 +89,12 @@ fn boot_hello(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> 
         "vermagic {:?} is not the tree's",
         info.get("vermagic")
     );
+    // kmod's own modinfo, not just our parser, sees the tree's vermagic.
+    let modinfo_vermagic = cmd!(sh, "modinfo -F vermagic {ko}").read()?;
+    ensure!(
+        modinfo_vermagic.trim_end() == check::vermagic(&tree.release, &config).trim_end(),
+        "modinfo -F vermagic {ko}: {modinfo_vermagic:?}"
+    );
     ensure!(
         info.get("license") == Some("GPL"),
         "license is {:?}",
