@@ -2,7 +2,7 @@ use std::collections::BTreeMap;
 
 use camino::Utf8Path;
 
-use crate::error::{read_to_string, Error, Result};
+use crate::error::{parse_file, Result};
 
 /// A kernel configuration as Kbuild sees it (`include/config/auto.conf`):
 /// only options that are set appear, `=n` ones are absent.
@@ -13,11 +13,7 @@ pub struct Config {
 
 impl Config {
     pub fn load(path: &Utf8Path) -> Result<Config> {
-        Config::parse(&read_to_string(path)?).map_err(|(line, why)| Error::Parse {
-            path: path.to_owned(),
-            line,
-            why,
-        })
+        parse_file(path, Config::parse)
     }
 
     /// Parses `CONFIG_X=value` lines; on error returns the 1-based line.

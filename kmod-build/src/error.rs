@@ -78,3 +78,16 @@ impl Error {
 pub(crate) fn read_to_string(path: &camino::Utf8Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|e| Error::io(path, e))
 }
+
+/// Reads and parses `path` with a parser that reports errors as
+/// `(1-based line, why)`.
+pub(crate) fn parse_file<T>(
+    path: &camino::Utf8Path,
+    parse: impl FnOnce(&str) -> Result<T, (usize, String)>,
+) -> Result<T> {
+    parse(&read_to_string(path)?).map_err(|(line, why)| Error::Parse {
+        path: path.to_owned(),
+        line,
+        why,
+    })
+}

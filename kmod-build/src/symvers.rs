@@ -2,7 +2,7 @@ use std::collections::HashMap;
 
 use camino::Utf8Path;
 
-use crate::error::{read_to_string, Error, Result};
+use crate::error::{parse_file, Result};
 
 /// How a symbol is exported: GPL-only exports are hidden from modules whose
 /// license is not GPL-compatible.
@@ -30,11 +30,7 @@ pub struct Symvers {
 
 impl Symvers {
     pub fn load(path: &Utf8Path) -> Result<Symvers> {
-        Symvers::parse(&read_to_string(path)?).map_err(|(line, why)| Error::Parse {
-            path: path.to_owned(),
-            line,
-            why,
-        })
+        parse_file(path, Symvers::parse)
     }
 
     /// Parses `0xCRC<TAB>symbol<TAB>module<TAB>EXPORT_SYMBOL[_GPL]<TAB>namespace`
