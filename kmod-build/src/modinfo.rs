@@ -29,7 +29,12 @@ pub struct ModuleInfo {
     pub undefined: Vec<String>,
     /// Each ELF relocation type used, with a section that uses it.
     pub relocation_types: BTreeMap<u32, String>,
+    /// Whether a module signature is appended to the file.
+    pub signed: bool,
 }
+
+/// What `sign-file` appends after the signature.
+const SIGNATURE_MARKER: &[u8] = b"~Module signature appended~\n";
 
 impl ModuleInfo {
     pub fn read(path: &Utf8Path) -> Result<ModuleInfo> {
@@ -92,6 +97,7 @@ impl ModuleInfo {
             versions,
             undefined,
             relocation_types,
+            signed: bytes.ends_with(SIGNATURE_MARKER),
         })
     }
 

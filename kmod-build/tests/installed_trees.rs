@@ -4,7 +4,8 @@
 use std::process::Command;
 
 use camino::{Utf8Path, Utf8PathBuf};
-use kmod_build::{check, CFlags, KernelTree, ModuleInfo, RustFlags};
+use kmod_build::check::{self, Verdict};
+use kmod_build::{CFlags, KernelTree, ModuleInfo, RustFlags};
 
 fn trees() -> Vec<KernelTree> {
     let trees = KernelTree::installed();
@@ -119,6 +120,99 @@ fn rust_flags_follow_each_trees_mitigations() {
             config.any_y(&["CONFIG_RETHUNK", "CONFIG_MITIGATION_RETHUNK"])
         );
     }
+}
+
+/// `check` on the distro's own, signed, in-tree loop.ko, and on copies
+/// broken one way each. (That the real kernels agree is for the boot tests.)
+#[test]
+fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
+    for tree in trees() {
+        let module = in_tree_module(&tree);
+        let verdict = |bytes: &[u8]| {
+            let report = check::check(
+                &ModuleInfo::parse(Utf8Path::new("loop.ko"), bytes).unwrap(),
+                &tree,
+            )
+            .unwrap();
+            (
+                report.verdict.clone(),
+                report
+                    .findings
+                    .iter()
+                    .map(|f| f.kernel_says.clone())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            verdict(&module),
+            (Verdict::Loads, vec![]),
+            "{}",
+            tree.release
+        );
+
+        let info = ModuleInfo::parse(Utf8Path::new("loop.ko"), &module).unwrap();
+        let entry = &info.versions[0];
+        let mut flipped = module.clone();
+        let at = entry.file_offset as usize;
+        flipped[at..at + 4].copy_from_slice(&(entry.crc ^ 1).to_le_bytes());
+        let (found, says) = verdict(&flipped);
+        assert_eq!(found, Verdict::Refused("EINVAL"));
+        assert_eq!(
+            says,
+            vec![format!(
+                "loop: disagrees about version of symbol {}",
+                entry.name
+            )]
+        );
+
+        let (found, says) = verdict(&replace(&module, b" SMP ", b" smp "));
+        assert_eq!(found, Verdict::Refused("ENOEXEC"));
+        assert!(says[0].starts_with("loop: version magic '"), "{says:?}");
+
+        let gpl_only: Vec<&String> = info
+            .undefined
+            .iter()
+            .filter(|s| {
+                tree.symvers().unwrap().get(s).unwrap().kind == kmod_build::ExportKind::GplOnly
+            })
+            .collect();
+        assert!(!gpl_only.is_empty());
+        let (found, says) = verdict(&replace(&module, b"license=GPL\0", b"license=MIT\0"));
+        assert_eq!(found, Verdict::Refused("ENOENT"));
+        assert_eq!(says.len(), gpl_only.len(), "{says:?}");
+
+        let symbol = &info.undefined[0];
+        let renamed = format!("{}X", &symbol[..symbol.len() - 1]);
+        let (found, says) = verdict(&replace(
+            &module,
+            format!("\0{symbol}\0").as_bytes(),
+            format!("\0{renamed}\0").as_bytes(),
+        ));
+        assert_eq!(found, Verdict::Refused("ENOENT"));
+        assert_eq!(
+            says,
+            vec![format!("loop: Unknown symbol {renamed} (err -2)")]
+        );
+    }
+}
+
+/// `bytes` with every `from` replaced by `to` (same length); there must be one.
+fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
+    assert_eq!(from.len(), to.len());
+    let mut out = bytes.to_vec();
+    let mut count = 0;
+    let mut i = 0;
+    while i + from.len() <= out.len() {
+        if &out[i..i + from.len()] == from {
+            out[i..i + from.len()].copy_from_slice(to);
+            count += 1;
+            i += from.len();
+        } else {
+            i += 1;
+        }
+    }
+    assert!(count > 0, "{:?} not found", String::from_utf8_lossy(from));
+    out
 }
 
 /// An uncompressed module that every x86 Debian kernel ships.

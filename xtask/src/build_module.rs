@@ -137,7 +137,8 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
     let ko = crate_.ko_path(tree);
     remove_if_exists(&ko)?;
     kbuild::check_kbuild_path(&out)?;
-    let symvers = tree.symvers()?;
+    // Fail before compiling when the tree cannot check the result.
+    tree.symvers()?;
     let config = tree.config()?;
 
     status::step(
@@ -167,17 +168,11 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
             tree.path.join("Module.symvers")
         ),
     );
-    let info = ModuleInfo::read(&linked.ko)?;
-    let findings: Vec<String> = check::versions(&info, &symvers)
-        .into_iter()
-        .chain(check::vermagic_matches(&info, release, &config))
-        .chain(check::relocations(&info))
-        .map(|finding| finding.to_string())
-        .collect();
-    if !findings.is_empty() {
+    let report = check::check(&ModuleInfo::read(&linked.ko)?, tree)?;
+    if let check::Verdict::Refused(_) = report.verdict {
         return Err(kmod_build::Error::BadModule {
             module: linked.ko,
-            reason: format!("the kernel would refuse it:\n  {}", findings.join("\n  ")),
+            reason: format!("the kernel would refuse it:\n{report}"),
         }
         .into());
     }

@@ -1,6 +1,7 @@
 //! `cargo xtask`: the project's commands (rust-analyzer's xtask pattern).
 
 mod build_module;
+mod check_module;
 mod prerequisites;
 mod qemu;
 mod status;
@@ -24,6 +25,8 @@ struct Cli {
 enum Command {
     /// Build a module crate (e.g. `hello`) into target/kmod/<release>/<name>.ko.
     BuildModule(build_module::Args),
+    /// Predict, offline, whether a .ko loads on a kernel, with the kernel's reasons.
+    CheckModule(check_module::Args),
     /// Run the whole test suite: unit tests, then every example built and
     /// loaded in QEMU by each installed kernel.
     Test(test::Args),
@@ -33,6 +36,7 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::BuildModule(args) => build_module::run(&args),
+        Command::CheckModule(args) => check_module::run(&args),
         Command::Test(args) => test::run(&args),
     };
     match result {
