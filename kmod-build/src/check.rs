@@ -3,10 +3,8 @@
 use std::fmt;
 
 use crate::config::Config;
-use crate::error::Result;
 use crate::modinfo::ModuleInfo;
 use crate::symvers::{ExportKind, Symvers};
-use crate::tree::KernelTree;
 
 /// Licenses `license_is_gpl_compatible()` accepts.
 const GPL_COMPATIBLE: &[&str] = &[
@@ -216,18 +214,16 @@ pub struct Report {
     pub verdict: Verdict,
 }
 
-/// Checks `module` against `tree` as the kernel's loader would (signature
-/// enforcement aside): vermagic, `__versions` CRCs, symbol resolution,
-/// relocations.
-pub fn check(module: &ModuleInfo, tree: &KernelTree) -> Result<Report> {
-    let config = tree.config()?;
-    let symvers = tree.symvers()?;
+/// Checks `module` against a tree's release, config and exports as the
+/// kernel's loader would (signature enforcement aside): vermagic,
+/// `__versions` CRCs, symbol resolution, relocations.
+pub fn check(module: &ModuleInfo, release: &str, config: &Config, symvers: &Symvers) -> Report {
     // The loader's order: vermagic and CRCs first, then symbols, then
     // relocations; the first failure decides the errno.
-    let findings: Vec<Finding> = vermagic_matches(module, &tree.release, &config)
+    let findings: Vec<Finding> = vermagic_matches(module, release, config)
         .into_iter()
-        .chain(versions(module, &symvers))
-        .chain(symbols(module, &symvers))
+        .chain(versions(module, symvers))
+        .chain(symbols(module, symvers))
         .chain(relocations(module))
         .collect();
     let verdict = match findings.first() {
@@ -253,12 +249,12 @@ pub fn check(module: &ModuleInfo, tree: &KernelTree) -> Result<Report> {
             }
         }
     };
-    Ok(Report {
+    Report {
         module: module.name().to_owned(),
-        release: tree.release.clone(),
+        release: release.to_owned(),
         findings,
         verdict,
-    })
+    }
 }
 
 impl fmt::Display for Report {

@@ -128,12 +128,14 @@ fn rust_flags_follow_each_trees_mitigations() {
 fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
     for tree in trees() {
         let module = in_tree_module(&tree);
+        let (config, symvers) = (tree.config().unwrap(), tree.symvers().unwrap());
         let verdict = |bytes: &[u8]| {
             let report = check::check(
                 &ModuleInfo::parse(Utf8Path::new("loop.ko"), bytes).unwrap(),
-                &tree,
-            )
-            .unwrap();
+                &tree.release,
+                &config,
+                &symvers,
+            );
             (
                 report.verdict.clone(),
                 report
@@ -172,9 +174,7 @@ fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
         let gpl_only: Vec<&String> = info
             .undefined
             .iter()
-            .filter(|s| {
-                tree.symvers().unwrap().get(s).unwrap().kind == kmod_build::ExportKind::GplOnly
-            })
+            .filter(|s| symvers.get(s).unwrap().kind == kmod_build::ExportKind::GplOnly)
             .collect();
         assert!(!gpl_only.is_empty());
         let (found, says) = verdict(&replace(&module, b"license=GPL\0", b"license=MIT\0"));

@@ -137,8 +137,8 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
     let ko = crate_.ko_path(tree);
     remove_if_exists(&ko)?;
     kbuild::check_kbuild_path(&out)?;
-    // Fail before compiling when the tree cannot check the result.
-    tree.symvers()?;
+    // Loaded before compiling: a tree that cannot check the result fails fast.
+    let symvers = tree.symvers()?;
     let config = tree.config()?;
 
     status::step(
@@ -168,7 +168,7 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
             tree.path.join("Module.symvers")
         ),
     );
-    let report = check::check(&ModuleInfo::read(&linked.ko)?, tree)?;
+    let report = check::check(&ModuleInfo::read(&linked.ko)?, release, &config, &symvers);
     if let check::Verdict::Refused(_) = report.verdict {
         return Err(kmod_build::Error::BadModule {
             module: linked.ko,

@@ -21,7 +21,7 @@ pub fn run(args: &Args) -> Result<()> {
     let info = ModuleInfo::read(&args.module)?;
     let mut refused = Vec::new();
     for tree in select_trees(&args.kernels)? {
-        let report = check::check(&info, &tree)?;
+        let report = check::check(&info, &tree.release, &tree.config()?, &tree.symvers()?);
         println!("{report}");
         if let Verdict::Refused(errno) = report.verdict {
             refused.push(format!("{} ({errno})", tree.release));
