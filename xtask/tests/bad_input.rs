@@ -37,12 +37,38 @@ fn xtask(target_dir: &Utf8Path, args: &[&str], env: &[(&str, &str)]) -> (i32, St
     )
 }
 
-fn no_ko_written(target_dir: &Utf8Path) {
-    let found: Vec<_> = walk(target_dir)
+/// Runs `build-module <args>` with outputs under `scratch/<target>` and
+/// asserts it exits with `code`, says every one of `says`, and leaves no
+/// `.ko` anywhere under `scratch`.
+fn build_module_fails(
+    scratch: &Scratch,
+    target: &str,
+    args: &[&str],
+    env: &[(&str, &str)],
+    code: i32,
+    says: &[&str],
+) {
+    let args: Vec<&str> = ["build-module"]
+        .into_iter()
+        .chain(args.iter().copied())
+        .collect();
+    let (found, stderr) = xtask(&scratch.0.join(target), &args, env);
+    assert_eq!(found, code, "{stderr}");
+    for text in says {
+        assert!(stderr.contains(text), "no `{text}` in:\n{stderr}");
+    }
+    let left: Vec<_> = walk(&scratch.0)
         .into_iter()
         .filter(|p| p.extension() == Some("ko"))
         .collect();
-    assert!(found.is_empty(), "left behind: {found:?}");
+    assert!(left.is_empty(), "left behind: {left:?}");
+}
+
+fn installed_tree() -> kmod_build::KernelTree {
+    kmod_build::KernelTree::installed()
+        .into_iter()
+        .next()
+        .expect("an installed kernel-devel tree")
 }
 
 fn walk(dir: &Utf8Path) -> Vec<Utf8PathBuf> {
@@ -64,17 +90,14 @@ fn walk(dir: &Utf8Path) -> Vec<Utf8PathBuf> {
 #[test]
 fn kernel_that_matches_nothing() {
     let scratch = Scratch::new("nokernel");
-    let (code, stderr) = xtask(
-        &scratch.0,
-        &["build-module", "hello", "--kernel", "0.0.0-nothing"],
+    build_module_fails(
+        &scratch,
+        "target",
+        &["hello", "--kernel", "0.0.0-nothing"],
         &[],
+        3,
+        &["--kernel 0.0.0-nothing: matches no installed kernel-devel tree"],
     );
-    assert_eq!(code, 3, "{stderr}");
-    assert!(
-        stderr.contains("--kernel 0.0.0-nothing: matches no installed kernel-devel tree"),
-        "{stderr}"
-    );
-    no_ko_written(&scratch.0);
 }
 
 #[test]
@@ -82,94 +105,79 @@ fn no_tree_at_all() {
     let scratch = Scratch::new("notree");
     let sysroot = scratch.0.join("sysroot");
     std::fs::create_dir_all(&sysroot).unwrap();
-    let (code, stderr) = xtask(
-        &scratch.0,
-        &["build-module", "hello"],
+    build_module_fails(
+        &scratch,
+        "target",
+        &["hello"],
         &[("KMOD_BUILD_SYSROOT", sysroot.as_str())],
+        3,
+        &["a kernel-devel tree", "apt-get install linux-headers-amd64"],
     );
-    assert_eq!(code, 3, "{stderr}");
-    assert!(stderr.contains("a kernel-devel tree"), "{stderr}");
-    assert!(
-        stderr.contains("apt-get install linux-headers-amd64"),
-        "{stderr}"
-    );
-    no_ko_written(&scratch.0);
 }
 
 /// A real installed tree, copied as symlinks with `Module.symvers` left out.
 #[test]
 fn tree_without_module_symvers() {
-    let real = kmod_build::KernelTree::installed()
-        .into_iter()
-        .next()
-        .expect("an installed kernel-devel tree");
     let scratch = Scratch::new("nosymvers");
     let copy = scratch.0.join("tree");
     std::fs::create_dir_all(&copy).unwrap();
-    for entry in real.path.read_dir_utf8().unwrap().flatten() {
+    for entry in installed_tree().path.read_dir_utf8().unwrap().flatten() {
         if entry.file_name() != "Module.symvers" {
             std::os::unix::fs::symlink(entry.path(), copy.join(entry.file_name())).unwrap();
         }
     }
-    let (code, stderr) = xtask(
-        &scratch.0,
-        &["build-module", "hello", "--kernel", copy.as_str()],
+    build_module_fails(
+        &scratch,
+        "target",
+        &["hello", "--kernel", copy.as_str()],
         &[],
+        3,
+        &[
+            &format!("{copy}/Module.symvers: missing from the kernel-devel tree"),
+            "linux-headers-",
+        ],
     );
-    assert_eq!(code, 3, "{stderr}");
-    assert!(
-        stderr.contains(&format!(
-            "{copy}/Module.symvers: missing from the kernel-devel tree"
-        )),
-        "{stderr}"
-    );
-    assert!(stderr.contains("linux-headers-"), "{stderr}");
-    no_ko_written(&scratch.0);
 }
 
 #[test]
 fn build_directory_with_a_space() {
     let scratch = Scratch::new("space");
-    let target = scratch.0.join("has space");
-    let release = kmod_build::KernelTree::installed()
-        .into_iter()
-        .next()
-        .expect("an installed tree")
-        .release;
-    let (code, stderr) = xtask(
-        &target,
-        &["build-module", "hello", "--kernel", &release],
+    let release = installed_tree().release;
+    build_module_fails(
+        &scratch,
+        "has space",
+        &["hello", "--kernel", &release],
         &[],
+        3,
+        &["contains a space or colon"],
     );
-    assert_eq!(code, 3, "{stderr}");
-    assert!(stderr.contains("contains a space or colon"), "{stderr}");
-    no_ko_written(&scratch.0);
 }
 
 #[test]
 fn unknown_module_crate() {
     let scratch = Scratch::new("nocrate");
-    let (code, stderr) = xtask(&scratch.0, &["build-module", "no-such-module"], &[]);
-    assert_eq!(code, 1, "{stderr}");
-    assert!(
-        stderr.contains("`no-such-module` is not a workspace package; module crates: hello"),
-        "{stderr}"
+    build_module_fails(
+        &scratch,
+        "target",
+        &["no-such-module"],
+        &[],
+        1,
+        &["`no-such-module` is not a workspace package; module crates: hello"],
     );
 }
 
 #[test]
 fn missing_libclang() {
     let scratch = Scratch::new("nolibclang");
-    let (code, stderr) = xtask(
-        &scratch.0,
-        &["build-module", "hello", "--no-install"],
+    build_module_fails(
+        &scratch,
+        "target",
+        &["hello", "--no-install"],
         &[("LIBCLANG_PATH", "/nonexistent")],
+        3,
+        &[
+            "libclang (for bindgen) is missing",
+            "apt-get install libclang-dev",
+        ],
     );
-    assert_eq!(code, 3, "{stderr}");
-    assert!(
-        stderr.contains("libclang (for bindgen) is missing"),
-        "{stderr}"
-    );
-    assert!(stderr.contains("apt-get install libclang-dev"), "{stderr}");
-    no_ko_written(&scratch.0);
 }
