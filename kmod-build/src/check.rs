@@ -1,10 +1,16 @@
-//! Offline checks of a `.ko` against a tree, with the kernel loader's rules.
+//! Offline checks of a `.ko` against a kernel, in the order and with the
+//! messages of the kernel's loader (`kernel/module/main.c`, `version.c`).
 
 use std::fmt;
 
+use camino::Utf8PathBuf;
+use serde::Serialize;
+
 use crate::config::Config;
+use crate::error::Result;
 use crate::modinfo::ModuleInfo;
 use crate::symvers::{ExportKind, Symvers};
+use crate::tree::KernelTree;
 
 /// Licenses `license_is_gpl_compatible()` accepts.
 const GPL_COMPATIBLE: &[&str] = &[
@@ -16,55 +22,216 @@ const GPL_COMPATIBLE: &[&str] = &[
     "Dual MPL/GPL",
 ];
 
-/// One reason the kernel would refuse the module.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// Relocation types `apply_relocate_add()` handles on x86_64: NONE, 64,
+/// PC32, PLT32, 32, 32S, PC64.
+const X86_64_LOADER_RELOCATIONS: &[u32] = &[0, 1, 2, 4, 10, 11, 24];
+
+/// The first release whose loader compares `.gnu.linkonce.this_module`
+/// with its own `struct module` (seen refusing on 6.12, not checked by 6.1).
+const THIS_MODULE_SIZE_SINCE: (u32, u32) = (6, 4);
+
+/// What the loader looks at, in the order it looks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Check {
+    ModuleStructSize,
+    ModuleLayout,
+    Vermagic,
+    Retpoline,
+    UnknownSymbol,
+    GplOnly,
+    SymbolVersion,
+    MissingVersion,
+    Namespace,
+    Relocation,
+}
+
+/// One thing the kernel would object to.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Finding {
-    /// The errno `init_module(2)` fails with.
-    pub errno: &'static str,
-    pub symbol: String,
+    pub check: Check,
+    /// The errno `init_module(2)` fails with; `None` for a warning only.
+    pub errno: Option<&'static str>,
+    /// The symbol, field or section at fault.
+    pub subject: String,
     pub expected: String,
     pub found: String,
-    /// What the kernel prints when it refuses the module for this reason.
+    /// What the kernel prints.
     pub kernel_says: String,
 }
 
 impl fmt::Display for Finding {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.errno.is_some() {
+            "error"
+        } else {
+            "warning"
+        };
         write!(
             f,
-            "{} (expected {}, found {})",
+            "{kind}: {} (expected {}, found {})",
             self.kernel_says, self.expected, self.found
         )
     }
 }
 
-/// Every `__versions` CRC compared with the tree's `Module.symvers`
-/// (`module_layout` and friends included): a mismatch is
-/// `disagrees about version of symbol`.
+/// What a kernel's loader checks modules against, gathered from its tree.
+#[derive(Debug, Clone)]
+pub struct Kernel {
+    pub release: String,
+    pub version: (u32, u32, u32),
+    pub config: Config,
+    pub symvers: Symvers,
+    /// `sizeof(struct module)`, read from an in-tree module when one is installed.
+    pub this_module_size: Option<u64>,
+    /// Debian patches its kernels to refuse imports without a version.
+    pub refuses_unversioned: bool,
+}
+
+impl Kernel {
+    pub fn load(tree: &KernelTree) -> Result<Kernel> {
+        Ok(Kernel {
+            release: tree.release.clone(),
+            version: tree.version(),
+            config: tree.config()?,
+            symvers: tree.symvers()?,
+            this_module_size: tree
+                .in_tree_module()
+                .and_then(|path| ModuleInfo::read(&path).ok())
+                .and_then(|info| info.this_module_size),
+            refuses_unversioned: tree.path.join(".kernelvariables").is_file(),
+        })
+    }
+}
+
+/// What the kernel's loader would decide about a module.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "verdict", content = "detail", rename_all = "kebab-case")]
+pub enum Verdict {
+    Loads,
+    /// Loads, tainting the kernel with these flags (`P` proprietary, `O`
+    /// out-of-tree, `E` unsigned, `F` forced: no symbol versions).
+    LoadsWithTaint(String),
+    /// `init_module(2)` fails with this errno.
+    Refused(&'static str),
+}
+
+/// Every check of one module against one kernel.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub module: String,
+    pub path: Utf8PathBuf,
+    pub release: String,
+    pub findings: Vec<Finding>,
+    pub verdict: Verdict,
+}
+
+/// Checks `module` as `kernel`'s loader would (signature enforcement
+/// aside). Findings come in the loader's order, so the first refusing one
+/// decides the errno.
+pub fn check(module: &ModuleInfo, kernel: &Kernel) -> Report {
+    let findings: Vec<Finding> = module_struct_size(module, kernel)
+        .into_iter()
+        .chain(module_layout(module, &kernel.symvers))
+        .chain(vermagic_matches(module, &kernel.release, &kernel.config))
+        .chain(retpoline(module, &kernel.config))
+        .chain(symbols(module, kernel))
+        .chain(relocations(module))
+        .collect();
+    let verdict = match findings.iter().find_map(|f| f.errno) {
+        Some(errno) => Verdict::Refused(errno),
+        None => match taint(module, kernel) {
+            taint if taint.is_empty() => Verdict::Loads,
+            taint => Verdict::LoadsWithTaint(taint),
+        },
+    };
+    Report {
+        module: module.name().to_owned(),
+        path: module.path.clone(),
+        release: kernel.release.clone(),
+        findings,
+        verdict,
+    }
+}
+
+fn taint(module: &ModuleInfo, kernel: &Kernel) -> String {
+    let mut taint = String::new();
+    if !is_gpl(module) {
+        taint.push('P');
+    }
+    if module.get("intree") != Some("Y") {
+        taint.push('O');
+    }
+    if kernel.config.is_y("CONFIG_MODULE_SIG") && !module.signed {
+        taint.push('E');
+    }
+    if kernel.config.is_y("CONFIG_MODVERSIONS") && module.versions.is_empty() {
+        taint.push('F');
+    }
+    taint
+}
+
+fn is_gpl(module: &ModuleInfo) -> bool {
+    module
+        .get("license")
+        .is_some_and(|license| GPL_COMPATIBLE.contains(&license))
+}
+
+/// A module built for another kernel carries another `struct module`.
+fn module_struct_size(module: &ModuleInfo, kernel: &Kernel) -> Option<Finding> {
+    let (major, minor, _) = kernel.version;
+    if (major, minor) < THIS_MODULE_SIZE_SINCE {
+        return None;
+    }
+    let expected = kernel.this_module_size?;
+    let found = module.this_module_size.unwrap_or(0);
+    (found != expected).then(|| Finding {
+        check: Check::ModuleStructSize,
+        errno: Some("ENOEXEC"),
+        subject: ".gnu.linkonce.this_module".into(),
+        expected: format!("{expected} bytes"),
+        found: format!("{found} bytes"),
+        kernel_says: format!(
+            "module {}: .gnu.linkonce.this_module section size must match the kernel's built struct module size at run time",
+            module.name()
+        ),
+    })
+}
+
+/// `check_modstruct_version()`: `module_layout` first, refused with ENOEXEC.
+fn module_layout(module: &ModuleInfo, symvers: &Symvers) -> Option<Finding> {
+    crc_mismatch(module, "module_layout", symvers).map(|finding| Finding {
+        check: Check::ModuleLayout,
+        errno: Some("ENOEXEC"),
+        ..finding
+    })
+}
+
+/// The `__versions` CRC of `symbol` against `Module.symvers`, if they differ.
+fn crc_mismatch(module: &ModuleInfo, symbol: &str, symvers: &Symvers) -> Option<Finding> {
+    let entry = module.versions.iter().find(|entry| entry.name == symbol)?;
+    let export = symvers.get(symbol)?;
+    (export.crc != entry.crc).then(|| Finding {
+        check: Check::SymbolVersion,
+        errno: Some("EINVAL"),
+        subject: symbol.to_owned(),
+        expected: format!("{:#010x}", export.crc),
+        found: format!("{:#010x}", entry.crc),
+        kernel_says: format!(
+            "{}: disagrees about version of symbol {symbol}",
+            module.name()
+        ),
+    })
+}
+
+/// Every `__versions` CRC that disagrees with `Module.symvers`.
 pub fn versions(module: &ModuleInfo, symvers: &Symvers) -> Vec<Finding> {
     module
         .versions
         .iter()
-        .filter_map(|entry| {
-            let export = symvers.get(&entry.name)?;
-            (export.crc != entry.crc).then(|| Finding {
-                errno: "EINVAL",
-                symbol: entry.name.clone(),
-                expected: format!("{:#010x}", export.crc),
-                found: format!("{:#010x}", entry.crc),
-                kernel_says: format!(
-                    "{}: disagrees about version of symbol {}",
-                    module.name(),
-                    entry.name
-                ),
-            })
-        })
+        .filter_map(|entry| crc_mismatch(module, &entry.name, symvers))
         .collect()
 }
-
-/// Relocation types `apply_relocate_add()` handles on x86_64: NONE, 64,
-/// PC32, PLT32, 32, 32S, PC64.
-const X86_64_LOADER_RELOCATIONS: &[u32] = &[0, 1, 2, 4, 10, 11, 24];
 
 /// Relocations the x86_64 module loader would refuse (a `GOTPCREL` from
 /// PIC code, say): `Unknown rela relocation: N`.
@@ -74,8 +241,9 @@ pub fn relocations(module: &ModuleInfo) -> Vec<Finding> {
         .iter()
         .filter(|(r_type, _)| !X86_64_LOADER_RELOCATIONS.contains(r_type))
         .map(|(r_type, section)| Finding {
-            errno: "ENOEXEC",
-            symbol: format!("relocation type {r_type} in {section}"),
+            check: Check::Relocation,
+            errno: Some("ENOEXEC"),
+            subject: format!("relocation type {r_type} in {section}"),
             expected: "NONE, 64, PC32, PLT32, 32, 32S or PC64".into(),
             found: format!("type {r_type}"),
             kernel_says: format!("{}: Unknown rela relocation: {r_type}", module.name()),
@@ -119,8 +287,9 @@ pub fn vermagic_matches(module: &ModuleInfo, release: &str, config: &Config) -> 
         flags(found) == flags(&expected)
     };
     (!same).then(|| Finding {
-        errno: "ENOEXEC",
-        symbol: "vermagic".into(),
+        check: Check::Vermagic,
+        errno: Some("ENOEXEC"),
+        subject: "vermagic".into(),
         expected: format!("'{expected}'"),
         found: format!("'{found}'"),
         kernel_says: format!(
@@ -130,14 +299,28 @@ pub fn vermagic_matches(module: &ModuleInfo, release: &str, config: &Config) -> 
     })
 }
 
-/// Every symbol the module imports resolved as `resolve_symbol()` does:
-/// exported at all, visible to the module's license, imported from its
-/// namespace, and (with `__versions`) carrying a version.
-pub fn symbols(module: &ModuleInfo, symvers: &Symvers) -> Vec<Finding> {
+/// A retpoline kernel warns about modules modpost did not mark as built
+/// with a retpoline compiler.
+fn retpoline(module: &ModuleInfo, config: &Config) -> Option<Finding> {
+    let retpoline_kernel = config.any_y(&["CONFIG_RETPOLINE", "CONFIG_MITIGATION_RETPOLINE"]);
+    (retpoline_kernel && module.get("retpoline") != Some("Y")).then(|| Finding {
+        check: Check::Retpoline,
+        errno: None,
+        subject: "retpoline".into(),
+        expected: "retpoline=Y".into(),
+        found: module.get("retpoline").unwrap_or("none").into(),
+        kernel_says: format!(
+            "{}: loading module not compiled with retpoline compiler.",
+            module.name()
+        ),
+    })
+}
+
+/// Every imported symbol resolved as `resolve_symbol()` does, in symbol
+/// table order: exported at all and visible to the module's license, its
+/// version, its namespace imported.
+pub fn symbols(module: &ModuleInfo, kernel: &Kernel) -> Vec<Finding> {
     let name = module.name();
-    let gpl = module
-        .get("license")
-        .is_some_and(|license| GPL_COMPATIBLE.contains(&license));
     let imported: Vec<&str> = module
         .modinfo
         .iter()
@@ -146,115 +329,71 @@ pub fn symbols(module: &ModuleInfo, symvers: &Symvers) -> Vec<Finding> {
         .collect();
     let mut findings = Vec::new();
     for symbol in &module.undefined {
-        let finding = |errno, expected: String, found: &str, kernel_says: String| Finding {
+        let finding = |check, errno, expected: String, found: &str, kernel_says: String| Finding {
+            check,
             errno,
-            symbol: symbol.clone(),
+            subject: symbol.clone(),
             expected,
             found: found.to_owned(),
             kernel_says,
         };
-        let Some(export) = symvers.get(symbol) else {
+        let unknown = format!("{name}: Unknown symbol {symbol} (err -2)");
+        let Some(export) = kernel.symvers.get(symbol) else {
+            let expected = "an export in Module.symvers".into();
             findings.push(finding(
-                "ENOENT",
-                "an export in Module.symvers".into(),
+                Check::UnknownSymbol,
+                Some("ENOENT"),
+                expected,
                 "none",
-                format!("{name}: Unknown symbol {symbol} (err -2)"),
+                unknown,
             ));
             continue;
         };
-        if export.kind == ExportKind::GplOnly && !gpl {
+        if export.kind == ExportKind::GplOnly && !is_gpl(module) {
+            let license = module.get("license").unwrap_or("no license");
+            let expected = "a GPL-compatible license for this EXPORT_SYMBOL_GPL".into();
             findings.push(finding(
-                "ENOENT",
-                "a GPL-compatible license for this EXPORT_SYMBOL_GPL".into(),
-                module.get("license").unwrap_or("no license"),
-                format!("{name}: Unknown symbol {symbol} (err -2)"),
+                Check::GplOnly,
+                Some("ENOENT"),
+                expected,
+                license,
+                unknown,
             ));
+            continue;
+        }
+        if !module.versions.is_empty() {
+            match crc_mismatch(module, symbol, &kernel.symvers) {
+                Some(mismatch) => findings.push(mismatch),
+                None if !module.versions.iter().any(|v| &v.name == symbol) => {
+                    // Upstream only warns; Debian's kernels refuse.
+                    let errno = kernel.refuses_unversioned.then_some("EINVAL");
+                    let says = format!("{name}: no symbol version for {symbol}");
+                    findings.push(finding(
+                        Check::MissingVersion,
+                        errno,
+                        "a __versions entry".into(),
+                        "none",
+                        says,
+                    ));
+                }
+                None => {}
+            }
         }
         if !export.namespace.is_empty() && !imported.contains(&export.namespace.as_str()) {
+            let ns = &export.namespace;
+            let says = format!(
+                "{name}: module uses symbol {symbol} from namespace {ns}, but does not import it."
+            );
             findings.push(finding(
-                "EINVAL",
-                format!("MODULE_IMPORT_NS({})", export.namespace),
+                Check::Namespace,
+                Some("EINVAL"),
+                format!("MODULE_IMPORT_NS({ns})"),
                 "no import",
-                format!(
-                    "{name}: module uses symbol {symbol} from namespace {}, but does not import it.",
-                    export.namespace
-                ),
-            ));
-        }
-        if !module.versions.is_empty() && !module.versions.iter().any(|v| &v.name == symbol) {
-            // Upstream only warns; Debian's kernels refuse the module.
-            findings.push(finding(
-                "EINVAL",
-                "a __versions entry".into(),
-                "none",
-                format!("{name}: no symbol version for {symbol}"),
+                says,
             ));
         }
     }
     findings
-}
-
-/// What the kernel's loader would decide about a module.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Verdict {
-    Loads,
-    /// Loads, tainting the kernel with these flags (`O` out-of-tree, `E`
-    /// unsigned, `P` proprietary).
-    LoadsWithTaint(String),
-    /// `init_module(2)` fails with this errno.
-    Refused(&'static str),
-}
-
-/// Every check of one module against one tree.
-#[derive(Debug, Clone)]
-pub struct Report {
-    pub module: String,
-    pub release: String,
-    pub findings: Vec<Finding>,
-    pub verdict: Verdict,
-}
-
-/// Checks `module` against a tree's release, config and exports as the
-/// kernel's loader would (signature enforcement aside): vermagic,
-/// `__versions` CRCs, symbol resolution, relocations.
-pub fn check(module: &ModuleInfo, release: &str, config: &Config, symvers: &Symvers) -> Report {
-    // The loader's order: vermagic and CRCs first, then symbols, then
-    // relocations; the first failure decides the errno.
-    let findings: Vec<Finding> = vermagic_matches(module, release, config)
-        .into_iter()
-        .chain(versions(module, symvers))
-        .chain(symbols(module, symvers))
-        .chain(relocations(module))
-        .collect();
-    let verdict = match findings.first() {
-        Some(first) => Verdict::Refused(first.errno),
-        None => {
-            let mut taint = String::new();
-            if module
-                .get("license")
-                .is_some_and(|l| !GPL_COMPATIBLE.contains(&l))
-            {
-                taint.push('P');
-            }
-            if module.get("intree") != Some("Y") {
-                taint.push('O');
-            }
-            if config.is_y("CONFIG_MODULE_SIG") && !module.signed {
-                taint.push('E');
-            }
-            if taint.is_empty() {
-                Verdict::Loads
-            } else {
-                Verdict::LoadsWithTaint(taint)
-            }
-        }
-    };
-    Report {
-        module: module.name().to_owned(),
-        release: release.to_owned(),
-        findings,
-        verdict,
-    }
 }
 
 impl fmt::Display for Report {

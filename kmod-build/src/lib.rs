@@ -17,6 +17,7 @@ pub mod check;
 mod config;
 mod error;
 pub mod kbuild;
+pub mod mitigations;
 mod modinfo;
 mod module;
 mod rustflags;

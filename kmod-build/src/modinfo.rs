@@ -31,14 +31,25 @@ pub struct ModuleInfo {
     pub relocation_types: BTreeMap<u32, String>,
     /// Whether a module signature is appended to the file.
     pub signed: bool,
+    /// Size of `.gnu.linkonce.this_module`: the `struct module` it was built with.
+    pub this_module_size: Option<u64>,
 }
 
 /// What `sign-file` appends after the signature.
 const SIGNATURE_MARKER: &[u8] = b"~Module signature appended~\n";
 
 impl ModuleInfo {
+    /// Reads a `.ko`, or a `.ko.xz` as distributions install them.
     pub fn read(path: &Utf8Path) -> Result<ModuleInfo> {
         let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+        if path.extension() == Some("xz") {
+            let mut elf = Vec::new();
+            lzma_rs::xz_decompress(&mut &bytes[..], &mut elf).map_err(|e| Error::BadModule {
+                module: path.to_owned(),
+                reason: format!("not a valid xz file: {e}"),
+            })?;
+            return ModuleInfo::parse(path, &elf);
+        }
         ModuleInfo::parse(path, &bytes)
     }
 
@@ -98,6 +109,9 @@ impl ModuleInfo {
             undefined,
             relocation_types,
             signed: bytes.ends_with(SIGNATURE_MARKER),
+            this_module_size: file
+                .section_by_name(".gnu.linkonce.this_module")
+                .map(|s| s.size()),
         })
     }
 
@@ -111,8 +125,10 @@ impl ModuleInfo {
 
     /// The module's name as the kernel knows it (modpost's `name=`).
     pub fn name(&self) -> &str {
-        self.get("name")
-            .unwrap_or_else(|| self.path.file_stem().unwrap_or("module"))
+        self.get("name").unwrap_or_else(|| {
+            let file = self.path.file_name().unwrap_or("module");
+            file.split('.').next().unwrap_or(file)
+        })
     }
 }
 

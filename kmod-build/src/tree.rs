@@ -142,6 +142,18 @@ impl KernelTree {
         Symvers::load(&self.required("Module.symvers", "install the headers package that matches this kernel: it ships Module.symvers (Debian: linux-headers-<release>)")?)
     }
 
+    /// A module the distro built with this kernel (`.ko` or `.ko.xz`), to
+    /// learn what its loader expects.
+    pub fn in_tree_module(&self) -> Option<Utf8PathBuf> {
+        let sysroot = std::env::var(SYSROOT_ENV).unwrap_or_default();
+        MODULE_ROOTS.iter().find_map(|root| {
+            find_module(
+                &Utf8PathBuf::from(format!("{sysroot}{root}/{}/kernel", self.release)),
+                4,
+            )
+        })
+    }
+
     /// `relative` inside the tree, or an error naming it and what provides it.
     pub fn required(&self, relative: &str, help: &str) -> Result<Utf8PathBuf> {
         let path = self.path.join(relative);
@@ -159,6 +171,32 @@ impl KernelTree {
 /// The release `uname -r` reports: `UTS_RELEASE`, which vermagic uses too.
 /// `include/config/kernel.release` is only a fallback: Debian's 6.1 trees
 /// put the upstream version there (`6.1.192` for `6.1.0-56-amd64`).
+/// The first `.ko`/`.ko.xz` under `dir`, at most `depth` levels down.
+fn find_module(dir: &Utf8Path, depth: usize) -> Option<Utf8PathBuf> {
+    let mut entries: Vec<Utf8PathBuf> = dir
+        .read_dir_utf8()
+        .ok()?
+        .flatten()
+        .map(|entry| entry.path().to_owned())
+        .collect();
+    entries.sort();
+    let is_module =
+        |path: &Utf8PathBuf| path.as_str().ends_with(".ko") || path.as_str().ends_with(".ko.xz");
+    if let Some(module) = entries
+        .iter()
+        .find(|path| path.is_file() && is_module(path))
+    {
+        return Some(module.clone());
+    }
+    if depth == 0 {
+        return None;
+    }
+    entries
+        .iter()
+        .filter(|path| path.is_dir())
+        .find_map(|path| find_module(path, depth - 1))
+}
+
 fn read_release(tree: &Utf8Path) -> Result<String> {
     let from_utsrelease = std::fs::read_to_string(tree.join("include/generated/utsrelease.h"))
         .ok()

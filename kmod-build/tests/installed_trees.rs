@@ -128,13 +128,12 @@ fn rust_flags_follow_each_trees_mitigations() {
 fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
     for tree in trees() {
         let module = in_tree_module(&tree);
-        let (config, symvers) = (tree.config().unwrap(), tree.symvers().unwrap());
+        let kernel = check::Kernel::load(&tree).unwrap();
+        let symvers = &kernel.symvers;
         let verdict = |bytes: &[u8]| {
             let report = check::check(
                 &ModuleInfo::parse(Utf8Path::new("loop.ko"), bytes).unwrap(),
-                &tree.release,
-                &config,
-                &symvers,
+                &kernel,
             );
             (
                 report.verdict.clone(),

@@ -138,14 +138,13 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
     remove_if_exists(&ko)?;
     kbuild::check_kbuild_path(&out)?;
     // Loaded before compiling: a tree that cannot check the result fails fast.
-    let symvers = tree.symvers()?;
-    let config = tree.config()?;
+    let kernel = check::Kernel::load(tree)?;
 
     status::step(
         "Compiling",
         &format!("{name} ({release}): core, bindings, crate"),
     );
-    compile(sh, crate_, tree, &RustFlags::for_config(&config))?;
+    compile(sh, crate_, tree, &RustFlags::for_config(&kernel.config))?;
     let staticlib = out.join(format!(
         "cargo/{}/kmod/lib{}.a",
         kmod_build::RUST_TARGET,
@@ -168,7 +167,7 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
             tree.path.join("Module.symvers")
         ),
     );
-    let report = check::check(&ModuleInfo::read(&linked.ko)?, release, &config, &symvers);
+    let report = check::check(&ModuleInfo::read(&linked.ko)?, &kernel);
     if let check::Verdict::Refused(_) = report.verdict {
         return Err(kmod_build::Error::BadModule {
             module: linked.ko,

@@ -2,31 +2,44 @@
 
 use anyhow::Result;
 use camino::Utf8PathBuf;
-use kmod_build::check::{self, Verdict};
+use kmod_build::check::{self, Kernel, Verdict};
 use kmod_build::ModuleInfo;
 
 use crate::build_module::select_trees;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The module to check: any `.ko`, built by kmod-build or not.
+    /// The module to check: any `.ko` or `.ko.xz`, built by kmod-build or not.
     pub module: Utf8PathBuf,
     /// Kernel release or tree path to check against; repeat for several.
     /// Default: as for build-module.
     #[arg(long = "kernel", value_name = "RELEASE|PATH")]
     pub kernels: Vec<String>,
+    /// Print the reports as a JSON array.
+    #[arg(long)]
+    pub json: bool,
 }
 
 pub fn run(args: &Args) -> Result<()> {
     let info = ModuleInfo::read(&args.module)?;
-    let mut refused = Vec::new();
-    for tree in select_trees(&args.kernels)? {
-        let report = check::check(&info, &tree.release, &tree.config()?, &tree.symvers()?);
-        println!("{report}");
-        if let Verdict::Refused(errno) = report.verdict {
-            refused.push(format!("{} ({errno})", tree.release));
+    let reports = select_trees(&args.kernels)?
+        .iter()
+        .map(|tree| Ok(check::check(&info, &Kernel::load(tree)?)))
+        .collect::<Result<Vec<_>>>()?;
+    if args.json {
+        println!("{}", serde_json::to_string_pretty(&reports)?);
+    } else {
+        for report in &reports {
+            println!("{report}");
         }
     }
+    let refused: Vec<String> = reports
+        .iter()
+        .filter_map(|r| match r.verdict {
+            Verdict::Refused(errno) => Some(format!("{} ({errno})", r.release)),
+            _ => None,
+        })
+        .collect();
     if refused.is_empty() {
         return Ok(());
     }
