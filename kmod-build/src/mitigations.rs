@@ -11,7 +11,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
-use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic};
+use iced_x86::{Decoder, DecoderOptions, Mnemonic, OpKind};
 use object::read::elf::ElfFile64;
 use object::{
     Architecture, Endianness, Object, ObjectSection, ObjectSymbol, RelocationKind,
@@ -115,23 +115,23 @@ fn ibt_ignores_relocations_from(section: &str) -> bool {
 
 struct Function<'a> {
     name: &'a str,
-    section: SectionIndex,
+    section: usize,
     address: u64,
     code: &'a [u8],
 }
 
-/// A relocation in a section: where it is and the code address it names
-/// (`None` when the symbol is not defined in this object).
+/// A relocation: where it applies and the code address it names (`None`
+/// when its symbol is not defined in this object).
 struct Reloc {
     offset: u64,
-    target: Option<(SectionIndex, u64)>,
+    target: Option<(usize, u64)>,
     pc_relative: bool,
 }
 
 /// Scans an x86_64 relocatable ELF (`.ko` or `.o`) for code that does not
-/// follow `mitigations`. Input that is not a 64-bit x86_64 ELF, or sections
-/// that cannot be read, yield no violations: this check judges code, other
-/// checks reject malformed modules.
+/// follow `mitigations`, sorted by function and offset. Input that is not a
+/// 64-bit x86_64 ELF, and symbols or sections that cannot be read, yield no
+/// violations: this check judges code, other checks reject malformed modules.
 pub fn scan(elf_bytes: &[u8], mitigations: &Mitigations) -> Vec<Violation> {
     let Ok(file) = ElfFile64::<Endianness>::parse(elf_bytes) else {
         return Vec::new();
@@ -139,142 +139,134 @@ pub fn scan(elf_bytes: &[u8], mitigations: &Mitigations) -> Vec<Violation> {
     if file.architecture() != Architecture::X86_64 {
         return Vec::new();
     }
-    let section_name = |index: SectionIndex| {
-        file.section_by_index(index)
-            .ok()
-            .and_then(|s| s.name().ok().map(str::to_owned))
-            .unwrap_or_default()
-    };
+    let section = |index: usize| file.section_by_index(SectionIndex(index)).ok();
+    let is_text = |index: usize| section(index).is_some_and(|s| s.kind() == SectionKind::Text);
+    let name_of = |index: usize| section(index).and_then(|s| s.name().ok().map(str::to_owned));
 
-    // One entry per code range: aliases share an address, keep the first name.
-    let mut functions: BTreeMap<(SectionIndex, u64), Function> = BTreeMap::new();
+    // Keyed by (section, address): aliases share code, keep the first name.
+    let mut functions: BTreeMap<(usize, u64), Function> = BTreeMap::new();
     for symbol in file.symbols() {
-        let (Some(section), Ok(name)) = (symbol.section_index(), symbol.name()) else {
+        let (Some(index), Ok(name)) = (symbol.section_index(), symbol.name()) else {
             continue;
         };
-        if symbol.kind() != SymbolKind::Text || symbol.size() == 0 {
+        if symbol.kind() != SymbolKind::Text || symbol.size() == 0 || !is_text(index.0) {
             continue;
         }
-        let Ok(text) = file.section_by_index(section) else {
+        let Some(code) = section(index.0)
+            .and_then(|s| s.data_range(symbol.address(), symbol.size()).ok().flatten())
+        else {
             continue;
         };
-        if text.kind() != SectionKind::Text {
-            continue;
-        }
-        let code = text
-            .data_range(symbol.address(), symbol.size())
-            .ok()
-            .flatten()
-            .unwrap_or_default();
-        functions
-            .entry((section, symbol.address()))
-            .or_insert(Function {
-                name,
-                section,
-                address: symbol.address(),
-                code,
-            });
+        let address = symbol.address();
+        functions.entry((index.0, address)).or_insert(Function {
+            name,
+            section: index.0,
+            address,
+            code,
+        });
     }
 
-    let mut relocations: BTreeMap<SectionIndex, Vec<Reloc>> = BTreeMap::new();
+    let mut relocations: BTreeMap<usize, Vec<Reloc>> = BTreeMap::new();
     for section in file.sections() {
         for (offset, relocation) in section.relocations() {
             let target = match relocation.target() {
                 RelocationTarget::Symbol(index) => file.symbol_by_index(index).ok().and_then(|s| {
                     let address = s.address().wrapping_add_signed(relocation.addend());
-                    s.section_index().map(|section| (section, address))
+                    s.section_index().map(|section| (section.0, address))
                 }),
                 _ => None,
             };
-            let pc_relative = !matches!(relocation.kind(), RelocationKind::Absolute);
-            relocations.entry(section.index()).or_default().push(Reloc {
-                offset,
-                target,
-                pc_relative,
-            });
+            relocations
+                .entry(section.index().0)
+                .or_default()
+                .push(Reloc {
+                    offset,
+                    target,
+                    pc_relative: relocation.kind() != RelocationKind::Absolute,
+                });
         }
     }
-    for relocs in relocations.values_mut() {
-        relocs.sort_by_key(|r| r.offset);
-    }
 
-    let mut violations = Vec::new();
-    // Code addresses whose address is taken (loaded, stored, or in data).
-    let mut taken: BTreeSet<(SectionIndex, u64)> = BTreeSet::new();
-    for (index, relocs) in &relocations {
-        let is_code = file
-            .section_by_index(*index)
-            .is_ok_and(|s| s.kind() == SectionKind::Text);
-        if !is_code && !ibt_ignores_relocations_from(&section_name(*index)) {
+    // Code addresses that are taken: named from data, or loaded by code.
+    let mut taken: BTreeSet<(usize, u64)> = BTreeSet::new();
+    for (index, relocs) in relocations.iter_mut() {
+        relocs.sort_by_key(|r| r.offset);
+        let ignored = name_of(*index).is_some_and(|n| ibt_ignores_relocations_from(&n));
+        if !is_text(*index) && !ignored {
             taken.extend(relocs.iter().filter_map(|r| r.target));
         }
     }
 
-    let mut targets = Vec::new();
+    let mut violations = Vec::new();
     for function in functions.values() {
-        let patched = PATCHED_TEXT.contains(&section_name(function.section).as_str());
+        let patched = name_of(function.section).is_some_and(|n| PATCHED_TEXT.contains(&&*n));
         let relocs = relocations
             .get(&function.section)
             .map_or(&[][..], Vec::as_slice);
-        let mut decoder =
-            Decoder::with_ip(64, function.code, function.address, DecoderOptions::NONE);
-        for instruction in &mut decoder {
-            let offset = instruction.ip() - function.address;
+        let own = function.address..function.address.saturating_add(function.code.len() as u64);
+        let decoder = Decoder::with_ip(64, function.code, function.address, DecoderOptions::NONE);
+        for instruction in decoder {
             let mut report = |problem| {
                 violations.push(Violation {
                     function: function.name.to_owned(),
-                    offset,
+                    offset: instruction.ip() - function.address,
                     problem,
                 })
             };
-            match instruction.flow_control() {
-                FlowControl::IndirectBranch | FlowControl::IndirectCall => {
+            let direct = matches!(
+                instruction.op0_kind(),
+                OpKind::NearBranch16
+                    | OpKind::NearBranch32
+                    | OpKind::NearBranch64
+                    | OpKind::FarBranch16
+                    | OpKind::FarBranch32
+            );
+            match instruction.mnemonic() {
+                Mnemonic::Call | Mnemonic::Jmp if !direct => {
                     if mitigations.retpoline && !patched {
                         report(Problem::IndirectBranch);
                     }
                     continue;
                 }
-                FlowControl::Return => {
-                    if mitigations.rethunk && !patched && instruction.mnemonic() == Mnemonic::Ret {
+                Mnemonic::Ret => {
+                    if mitigations.rethunk && !patched {
                         report(Problem::Return);
                     }
                     continue;
                 }
-                // Branches name their target; they do not take its address.
-                FlowControl::Next => {}
-                _ => continue,
+                // Branches name their target without taking its address;
+                // nops are padding (or `call __fentry__` patched out).
+                Mnemonic::Nop => continue,
+                _ if direct => continue,
+                _ => {}
             }
-            if instruction.mnemonic() == Mnemonic::Nop {
-                continue;
-            }
-            // References from this instruction: its relocations, or a
-            // `lea` the assembler resolved within the section.
+            // As objtool: a reference into the function itself (e.g. its
+            // own address reloaded) does not make it an indirect target.
+            let mut take = |target: (usize, u64)| {
+                if target.0 != function.section || !own.contains(&target.1) {
+                    taken.insert(target);
+                }
+            };
             let (start, end) = (instruction.ip(), instruction.next_ip());
             let first = relocs.partition_point(|r| r.offset < start);
-            let mut any = false;
+            let mut relocated = false;
             for r in relocs[first..].iter().take_while(|r| r.offset < end) {
-                any = true;
+                relocated = true;
                 // A pc-relative field counts from the end of the instruction.
                 let adjust = if r.pc_relative { end - r.offset } else { 0 };
                 if let Some((section, address)) = r.target {
-                    targets.push((section, address.wrapping_add(adjust)));
+                    take((section, address.wrapping_add(adjust)));
                 }
             }
-            if !any
+            // The assembler resolves a `lea` to a local symbol of the same
+            // section without a relocation.
+            if !relocated
                 && instruction.mnemonic() == Mnemonic::Lea
                 && instruction.is_ip_rel_memory_operand()
             {
-                targets.push((function.section, instruction.ip_rel_memory_address()));
+                take((function.section, instruction.ip_rel_memory_address()));
             }
         }
-        // As objtool: a function referring into itself is not an indirect
-        // branch target (e.g. a loop reloading its own address).
-        let own = function.address..function.address + function.code.len() as u64;
-        taken.extend(
-            targets.drain(..).filter(|(section, address)| {
-                *section != function.section || !own.contains(address)
-            }),
-        );
     }
 
     if mitigations.ibt {

@@ -9,6 +9,8 @@ use xshell::{cmd, Shell};
 
 use crate::build_module::{self, ModuleCrate};
 use crate::qemu::Guest;
+
+mod agreement;
 use crate::{project_root, status};
 
 #[derive(clap::Args)]
@@ -48,26 +50,65 @@ pub fn run(args: &Args) -> Result<()> {
         return Err(kmod_build::no_tree_error().into());
     }
     let hello = ModuleCrate::find("hello")?;
-    let mut passed = 0;
-    let mut failed = Vec::new();
+    let mut results = Results::default();
     for tree in &trees {
-        let name = format!("boot::hello::{}", tree.release);
-        match boot_hello(&sh, &hello, tree) {
+        results.record(
+            format!("boot::hello::{}", tree.release),
+            boot_hello(&sh, &hello, tree),
+        );
+    }
+    let built: Vec<Utf8PathBuf> = trees
+        .iter()
+        .map(|tree| hello.ko_path(tree))
+        .filter(|ko| ko.is_file())
+        .collect();
+    for tree in &trees {
+        let own = hello.ko_path(tree);
+        let others: Vec<Utf8PathBuf> = built.iter().filter(|ko| **ko != own).cloned().collect();
+        let result = if own.is_file() {
+            agreement::run(&sh, tree, &own, &others)
+        } else {
+            Err(anyhow::anyhow!(
+                "hello.ko was not built for {}",
+                tree.release
+            ))
+        };
+        results.record(
+            format!("boot::check_agrees_with_kernel::{}", tree.release),
+            result,
+        );
+    }
+    results.finish()
+}
+
+/// Test outcomes, reported like cargo test does.
+#[derive(Default)]
+struct Results {
+    passed: usize,
+    failed: Vec<String>,
+}
+
+impl Results {
+    fn record(&mut self, name: String, result: Result<()>) {
+        match result {
             Ok(()) => {
                 eprintln!("test {name} ... ok");
-                passed += 1;
+                self.passed += 1;
             }
             Err(error) => {
                 eprintln!("test {name} ... FAILED\n{error:#}");
-                failed.push(name);
+                self.failed.push(name);
             }
         }
     }
-    println!("{passed} passed, {} failed", failed.len());
-    if !failed.is_empty() {
-        bail!("boot tests failed: {}", failed.join(", "));
+
+    fn finish(self) -> Result<()> {
+        println!("{} passed, {} failed", self.passed, self.failed.len());
+        if !self.failed.is_empty() {
+            bail!("boot tests failed: {}", self.failed.join(", "));
+        }
+        Ok(())
     }
-    Ok(())
 }
 
 /// `hello` built for `tree` loads and unloads cleanly in that kernel, and a
@@ -110,7 +151,12 @@ fn boot_hello(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> 
         info.relocation_types
     );
 
-    let bad = flip_crc(&ko, &info, "_printk")?;
+    let bad = ko.with_file_name("hello-badcrc.ko");
+    std::fs::write(
+        &bad,
+        agreement::flip_crc(&ko, &std::fs::read(&ko)?, "_printk")?,
+    )
+    .with_context(|| format!("writing {bad}"))?;
     let findings = check::versions(&ModuleInfo::read(&bad)?, &tree.symvers()?);
     ensure!(
         findings.len() == 1
@@ -200,20 +246,4 @@ fn ensure_clean<'a>(mut lines: impl Iterator<Item = &'a str>) -> Result<()> {
         Some(line) => bail!("the kernel log holds `{line}`"),
         None => Ok(()),
     }
-}
-
-/// A copy of `ko` with the `__versions` CRC of `symbol` inverted.
-fn flip_crc(ko: &camino::Utf8Path, info: &ModuleInfo, symbol: &str) -> Result<Utf8PathBuf> {
-    let entry = info
-        .versions
-        .iter()
-        .find(|e| e.name == symbol)
-        .with_context(|| format!("{ko} has no __versions entry for {symbol}"))?;
-    let mut bytes = std::fs::read(ko).with_context(|| format!("reading {ko}"))?;
-    let at = usize::try_from(entry.file_offset)?;
-    let flipped = (entry.crc ^ 0xffff_ffff).to_le_bytes();
-    bytes[at..at + 4].copy_from_slice(&flipped);
-    let bad = ko.with_file_name("hello-badcrc.ko");
-    std::fs::write(&bad, bytes).with_context(|| format!("writing {bad}"))?;
-    Ok(bad)
 }
