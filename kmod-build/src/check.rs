@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::config::Config;
 use crate::error::Result;
+use crate::mitigations::{Mitigations, Problem};
 use crate::modinfo::ModuleInfo;
 use crate::symvers::{ExportKind, Symvers};
 use crate::tree::KernelTree;
@@ -44,6 +45,9 @@ pub enum Check {
     MissingVersion,
     Namespace,
     Relocation,
+    /// Not the loader's: code the kernel's mitigations rely on (objtool's
+    /// checks for C).
+    Mitigation,
 }
 
 /// One thing the kernel would object to.
@@ -137,6 +141,7 @@ pub fn check(module: &ModuleInfo, kernel: &Kernel) -> Report {
         .chain(retpoline(module, &kernel.config))
         .chain(symbols(module, kernel))
         .chain(relocations(module))
+        .chain(mitigations(module, &kernel.config))
         .collect();
     let verdict = match findings.iter().find_map(|f| f.errno) {
         Some(errno) => Verdict::Refused(errno),
@@ -247,6 +252,44 @@ pub fn relocations(module: &ModuleInfo) -> Vec<Finding> {
             expected: "NONE, 64, PC32, PLT32, 32, 32S or PC64".into(),
             found: format!("type {r_type}"),
             kernel_says: format!("{}: Unknown rela relocation: {r_type}", module.name()),
+        })
+        .collect()
+}
+
+/// Machine code that breaks a mitigation the kernel turns on. The loader
+/// does not look, so these are warnings: the module loads and, under IBT,
+/// hits a control-protection fault the first time the kernel calls a
+/// function without ENDBR; under retpoline or rethunk it stays exposed.
+pub fn mitigations(module: &ModuleInfo, config: &Config) -> Vec<Finding> {
+    let kernel = Mitigations::from_config(config);
+    module
+        .mitigation_gaps
+        .iter()
+        .filter(|gap| kernel.requires(gap.problem))
+        .map(|gap| {
+            let at = format!("{}+{:#x}", gap.function, gap.offset);
+            let (expected, kernel_says) = match gap.problem {
+                Problem::IndirectBranch => (
+                    "a call/jmp through __x86_indirect_thunk_*",
+                    format!("(nothing; objtool would say: {at}: indirect call found in RETPOLINE build)"),
+                ),
+                Problem::Return => (
+                    "jmp __x86_return_thunk",
+                    format!("(nothing; objtool would say: {at}: 'naked' return found in RETHUNK build)"),
+                ),
+                Problem::MissingEndbr => (
+                    "endbr64 first",
+                    format!("Missing ENDBR: {}+0x0", gap.function),
+                ),
+            };
+            Finding {
+                check: Check::Mitigation,
+                errno: None,
+                subject: at,
+                expected: expected.into(),
+                found: gap.problem.to_string(),
+                kernel_says,
+            }
         })
         .collect()
 }

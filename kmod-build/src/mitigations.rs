@@ -29,6 +29,22 @@ pub struct Mitigations {
 }
 
 impl Mitigations {
+    /// Every mitigation: what a module must honour to suit any kernel.
+    pub const ALL: Mitigations = Mitigations {
+        retpoline: true,
+        rethunk: true,
+        ibt: true,
+    };
+
+    /// Whether `problem` breaks a mitigation this kernel turns on.
+    pub fn requires(&self, problem: Problem) -> bool {
+        match problem {
+            Problem::IndirectBranch => self.retpoline,
+            Problem::Return => self.rethunk,
+            Problem::MissingEndbr => self.ibt,
+        }
+    }
+
     /// From a parsed config; the options were renamed `CONFIG_MITIGATION_*`
     /// in 6.9.
     pub fn from_config(config: &Config) -> Mitigations {
@@ -84,6 +100,12 @@ const ENDBR64: [u8; 4] = [0xf3, 0x0f, 0x1e, 0xfa];
 /// that `arch_static_call_transform()` rewrites (a NULL one is `ret` until
 /// then, patched to the return thunk under rethunk).
 const PATCHED_TEXT: &[&str] = &[".altinstr_replacement", ".static_call.text"];
+
+/// Tables of code sites the kernel rewrites at boot or load time
+/// (`apply_alternatives()`, `apply_paravirt()`): an indirect `call
+/// *pv_ops+N` there is replaced before it runs, as objtool's
+/// `ANNOTATE_RETPOLINE_SAFE` says, an annotation the `.ko` no longer has.
+const PATCH_SITE_TABLES: &[&str] = &[".altinstructions", ".parainstructions"];
 
 /// Data sections whose relocations point into code without making it an
 /// indirect-branch target (objtool's `validate_ibt()` list, plus the site
@@ -189,10 +211,13 @@ pub fn scan(elf_bytes: &[u8], mitigations: &Mitigations) -> Vec<Violation> {
 
     // Code addresses that are taken: named from data, or loaded by code.
     let mut taken: BTreeSet<(usize, u64)> = BTreeSet::new();
+    let mut patch_sites: BTreeSet<(usize, u64)> = BTreeSet::new();
     for (index, relocs) in relocations.iter_mut() {
         relocs.sort_by_key(|r| r.offset);
-        let ignored = name_of(*index).is_some_and(|n| ibt_ignores_relocations_from(&n));
-        if !is_text(*index) && !ignored {
+        let name = name_of(*index).unwrap_or_default();
+        if PATCH_SITE_TABLES.contains(&name.as_str()) {
+            patch_sites.extend(relocs.iter().filter_map(|r| r.target));
+        } else if !is_text(*index) && !ibt_ignores_relocations_from(&name) {
             taken.extend(relocs.iter().filter_map(|r| r.target));
         }
     }
@@ -223,7 +248,8 @@ pub fn scan(elf_bytes: &[u8], mitigations: &Mitigations) -> Vec<Violation> {
             );
             match instruction.mnemonic() {
                 Mnemonic::Call | Mnemonic::Jmp if !direct => {
-                    if mitigations.retpoline && !patched {
+                    let site = (function.section, instruction.ip());
+                    if mitigations.retpoline && !patched && !patch_sites.contains(&site) {
                         report(Problem::IndirectBranch);
                     }
                     continue;
@@ -271,7 +297,11 @@ pub fn scan(elf_bytes: &[u8], mitigations: &Mitigations) -> Vec<Violation> {
 
     if mitigations.ibt {
         for function in functions.values() {
+            // Static-call trampolines are only ever called directly (their
+            // address in a `struct tracepoint` is for `static_call_update`).
+            let patched = name_of(function.section).is_some_and(|n| PATCHED_TEXT.contains(&&*n));
             if taken.contains(&(function.section, function.address))
+                && !patched
                 && !function.code.starts_with(&ENDBR64)
             {
                 violations.push(Violation {

@@ -4,6 +4,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::error::{Error, Result};
+use crate::mitigations::{self, Mitigations, Violation};
 
 /// Size of one `struct modversion_info` on 64-bit kernels: a `u64` CRC and
 /// a NUL-padded 56-byte name.
@@ -33,6 +34,9 @@ pub struct ModuleInfo {
     pub signed: bool,
     /// Size of `.gnu.linkonce.this_module`: the `struct module` it was built with.
     pub this_module_size: Option<u64>,
+    /// Code that would break each mitigation a kernel may turn on; a check
+    /// against one kernel keeps those its config enables.
+    pub mitigation_gaps: Vec<Violation>,
 }
 
 /// What `sign-file` appends after the signature.
@@ -112,6 +116,7 @@ impl ModuleInfo {
             this_module_size: file
                 .section_by_name(".gnu.linkonce.this_module")
                 .map(|s| s.size()),
+            mitigation_gaps: mitigations::scan(bytes, &Mitigations::ALL),
         })
     }
 

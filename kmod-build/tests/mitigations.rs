@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
 
-use kmod_build::mitigations::{scan, Mitigations};
+use kmod_build::mitigations::{scan, Mitigations, Problem};
 use kmod_build::KernelTree;
 
 /// In-tree modules scanned per release; `KMOD_MITIGATIONS_SAMPLE=0` scans all.
@@ -92,4 +92,79 @@ fn in_tree_modules_pass() {
         );
     }
     assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// A function called through a pointer, and the caller: the smallest code
+/// each mitigation changes.
+const INDIRECT_CALL: &str = r#"
+#![no_std]
+#[inline(never)]
+#[no_mangle]
+pub extern "C" fn target(x: u32) -> u32 { x.wrapping_mul(3) }
+#[no_mangle]
+pub static TAKEN: extern "C" fn(u32) -> u32 = target;
+#[no_mangle]
+pub extern "C" fn call_through(f: extern "C" fn(u32) -> u32, x: u32) -> u32 {
+    f(x).wrapping_add(1)
+}
+"#;
+
+/// Compiles `INDIRECT_CALL` to an object with the kernel code model plus `flags`.
+fn compile(name: &str, flags: &[&str]) -> Vec<u8> {
+    let dir = std::env::temp_dir().join(format!("kmod-build-mitigations-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let source = dir.join("indirect.rs");
+    std::fs::write(&source, INDIRECT_CALL).unwrap();
+    let object = dir.join(format!("{name}.o"));
+    let status = Command::new("rustc")
+        .args([
+            "--crate-type=lib",
+            "--emit=obj",
+            "-O",
+            "--target",
+            kmod_build::RUST_TARGET,
+        ])
+        .args(["-Ccode-model=kernel", "-Crelocation-model=static"])
+        .args(flags)
+        // The prebuilt `core` lacks these flags; this object never calls it.
+        .arg("-Cunsafe-allow-abi-mismatch=retpoline,retpoline-external-thunk")
+        .arg("-o")
+        .arg(&object)
+        .arg(&source)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .status()
+        .unwrap();
+    assert!(status.success(), "rustc {flags:?}");
+    std::fs::read(&object).unwrap()
+}
+
+fn problems(object: &[u8]) -> Vec<(String, Problem)> {
+    scan(object, &Mitigations::ALL)
+        .into_iter()
+        .map(|v| (v.function, v.problem))
+        .collect()
+}
+
+#[test]
+fn rust_code_without_the_flags_is_caught() {
+    let found = problems(&compile("plain", &[]));
+    for expected in [
+        ("call_through".to_owned(), Problem::IndirectBranch),
+        ("call_through".to_owned(), Problem::Return),
+        ("target".to_owned(), Problem::Return),
+        ("target".to_owned(), Problem::MissingEndbr),
+    ] {
+        assert!(found.contains(&expected), "{expected:?} not in {found:?}");
+    }
+}
+
+#[test]
+fn rust_code_with_the_kernels_flags_passes() {
+    let flags = [
+        "-Zretpoline-external-thunk",
+        "-Zfunction-return=thunk-extern",
+        "-Zcf-protection=branch",
+    ];
+    let found = problems(&compile("mitigated", &flags));
+    assert!(found.is_empty(), "{found:?}");
 }

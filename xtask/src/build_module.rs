@@ -168,10 +168,22 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
         ),
     );
     let report = check::check(&ModuleInfo::read(&linked.ko)?, &kernel);
-    if let check::Verdict::Refused(_) = report.verdict {
+    let reason = if let check::Verdict::Refused(_) = report.verdict {
+        Some("the kernel would refuse it")
+    } else if report
+        .findings
+        .iter()
+        .any(|f| f.check == check::Check::Mitigation)
+    {
+        // Our own codegen is wrong then: objtool fails C builds for this.
+        Some("its code breaks the kernel's mitigations")
+    } else {
+        None
+    };
+    if let Some(reason) = reason {
         return Err(kmod_build::Error::BadModule {
             module: linked.ko,
-            reason: format!("the kernel would refuse it:\n{report}"),
+            reason: format!("{reason}:\n{report}"),
         }
         .into());
     }
