@@ -425,7 +425,7 @@ pub fn symbols(module: &ModuleInfo, kernel: &Kernel) -> Vec<Finding> {
         if !export.namespace.is_empty() && !imported.contains(&export.namespace.as_str()) {
             let ns = &export.namespace;
             let says = format!(
-                "{name}: module uses symbol {symbol} from namespace {ns}, but does not import it."
+                "{name}: module uses symbol ({symbol}) from namespace {ns}, but does not import it."
             );
             findings.push(finding(
                 Check::Namespace,

@@ -40,13 +40,25 @@ pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path, others: &[Utf8PathBu
         "vermagic=5"
     };
 
-    let mut copies: Vec<(&str, Vec<u8>)> = vec![
-        ("hello", hello_bytes.clone()),
-        ("cimports", cimports_bytes.clone()),
-        ("crc-flipped", flip_crc(hello, &hello_bytes, "_printk")?),
-        ("vermagic-flags", replace(&hello_bytes, b" SMP ", b" smp ")?),
+    // Each copy with the errno the loader must refuse it with (`None`:
+    // loads), so a copy that breaks nothing cannot agree by accident.
+    let mut copies: Vec<(&str, Option<&str>, Vec<u8>)> = vec![
+        ("hello", None, hello_bytes.clone()),
+        ("cimports", None, cimports_bytes.clone()),
+        (
+            "crc-flipped",
+            Some("EINVAL"),
+            flip_crc(hello, &hello_bytes, "_printk")?,
+        ),
+        (
+            "vermagic-flags",
+            Some("ENOEXEC"),
+            replace(&hello_bytes, b" SMP ", b" smp ")?,
+        ),
+        // same_magic() skips the release when the module has CRCs.
         (
             "vermagic-release",
+            None,
             replace(
                 &hello_bytes,
                 release_digit.as_bytes(),
@@ -55,29 +67,41 @@ pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path, others: &[Utf8PathBu
         ),
         (
             "unresolved",
+            Some("ENOENT"),
             replace(&hello_bytes, b"\0_printk\0", b"\0_printX\0")?,
         ),
-        ("gotpcrel", gotpcrel(&hello_bytes)?),
+        ("gotpcrel", Some("ENOEXEC"), gotpcrel(&hello_bytes)?),
         (
             "gpl-only-non-gpl",
+            Some("ENOENT"),
             replace(&cimports_bytes, b"license=GPL\0", b"license=MIT\0")?,
         ),
         (
             "namespace-not-imported",
+            Some("EINVAL"),
             replace(&cimports_bytes, b"import_ns=", b"import_nX=")?,
         ),
     ];
     for other in others {
-        copies.push(("other-kernel", read(other)?));
+        copies.push(("other-kernel", Some("ENOEXEC"), read(other)?));
     }
 
     let kernel = Kernel::load(tree)?;
     let mut guest = Guest::new(&vmlinuz);
     let mut cases = Vec::new();
-    for (index, (name, bytes)) in copies.into_iter().enumerate() {
+    for (index, (name, expected, bytes)) in copies.into_iter().enumerate() {
         let ko = work.join(format!("{index}-{name}.ko"));
         std::fs::write(&ko, &bytes).with_context(|| format!("writing {ko}"))?;
         let report = check::check(&ModuleInfo::parse(&ko, &bytes)?, &kernel);
+        let refused = match report.verdict {
+            Verdict::Refused(errno) => Some(errno),
+            Verdict::Loads | Verdict::LoadsWithTaint(_) => None,
+        };
+        ensure!(
+            refused == expected,
+            "{index}-{name}: the copy should be refused with {expected:?}, check says {:?}:\n{report}",
+            report.verdict
+        );
         let kernel_says = report
             .findings
             .iter()
@@ -98,7 +122,7 @@ pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path, others: &[Utf8PathBu
         .map(|case| {
             let file = case.ko.file_name().unwrap_or_default();
             format!(
-                "section {0} insmod /modules/{file}\nsection {0}-log dmesg -c\nrmmod hello cimports 2>/dev/null\n",
+                "section {0} insmod /modules/{file}\nsection {0}-log dmesg -c\nrmmod hello 2>/dev/null; rmmod cimports 2>/dev/null\n",
                 case.name
             )
         })
