@@ -2,6 +2,7 @@
 
 mod build_module;
 mod check_module;
+mod fuzz;
 mod prerequisites;
 mod qemu;
 mod status;
@@ -27,6 +28,8 @@ enum Command {
     BuildModule(build_module::Args),
     /// Predict, offline, whether a .ko loads on a kernel, with the kernel's reasons.
     CheckModule(check_module::Args),
+    /// Fuzz the parsers of Module.symvers, configs and .ko files (cargo-fuzz).
+    Fuzz(fuzz::Args),
     /// Run the whole test suite: unit tests, then every example built and
     /// loaded in QEMU by each installed kernel.
     Test(test::Args),
@@ -37,6 +40,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::BuildModule(args) => build_module::run(&args),
         Command::CheckModule(args) => check_module::run(&args),
+        Command::Fuzz(args) => fuzz::run(&args),
         Command::Test(args) => test::run(&args),
     };
     match result {

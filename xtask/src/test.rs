@@ -21,6 +21,9 @@ pub struct Args {
     /// Kernels to boot-test (release or tree path); default: every installed tree.
     #[arg(long = "kernel", value_name = "RELEASE|PATH")]
     kernels: Vec<String>,
+    /// Seconds each fuzz target runs after the boot tests (0: skip).
+    #[arg(long, default_value_t = 20)]
+    fuzz_seconds: u32,
 }
 
 /// Kernel log lines that mean something went wrong, whatever the module.
@@ -78,6 +81,14 @@ pub fn run(args: &Args) -> Result<()> {
             result,
         );
     }
+    if args.fuzz_seconds > 0 {
+        // After the boot tests: their broken modules seed the `.ko` target.
+        let fuzz = crate::fuzz::Args {
+            targets: Vec::new(),
+            seconds: args.fuzz_seconds,
+        };
+        results.record("fuzz::all_targets".into(), crate::fuzz::run(&fuzz));
+    }
     results.finish()
 }
 
@@ -105,7 +116,7 @@ impl Results {
     fn finish(self) -> Result<()> {
         println!("{} passed, {} failed", self.passed, self.failed.len());
         if !self.failed.is_empty() {
-            bail!("boot tests failed: {}", self.failed.join(", "));
+            bail!("tests failed: {}", self.failed.join(", "));
         }
         Ok(())
     }

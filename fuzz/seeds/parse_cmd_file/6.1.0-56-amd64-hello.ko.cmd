@@ -1,1 +1,0 @@
-cmd_/work/main/target/kmod/6.1.0-56-amd64/kbuild/hello/hello.ko := ld -r -m elf_x86_64 -z noexecstack --no-warn-rwx-segments --build-id=sha1  -T arch/x86/module.lds -o /work/main/target/kmod/6.1.0-56-amd64/kbuild/hello/hello.ko /work/main/target/kmod/6.1.0-56-amd64/kbuild/hello/hello.o /work/main/target/kmod/6.1.0-56-amd64/kbuild/hello/hello.mod.o;  true

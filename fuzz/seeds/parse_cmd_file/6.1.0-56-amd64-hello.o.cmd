@@ -1,1 +1,0 @@
-cmd_/work/main/target/kmod/6.1.0-56-amd64/kbuild/hello/hello.o := ld -m elf_x86_64 -z noexecstack --no-warn-rwx-segments   -r -o /work/main/target/kmod/6.1.0-56-amd64/kbuild/hello/hello.o @/work/main/target/kmod/6.1.0-56-amd64/kbuild/hello/hello.mod 
