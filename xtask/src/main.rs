@@ -2,6 +2,8 @@
 
 mod build_module;
 mod check_module;
+mod doctor;
+mod kernels;
 mod prerequisites;
 mod qemu;
 mod status;
@@ -27,6 +29,10 @@ enum Command {
     BuildModule(build_module::Args),
     /// Predict, offline, whether a .ko loads on a kernel, with the kernel's reasons.
     CheckModule(check_module::Args),
+    /// List every kernel-devel tree installed, with its layout and whether it is usable.
+    Kernels(kernels::Args),
+    /// Check that a tree can build and link a module; name what is missing and what provides it.
+    Doctor(doctor::Args),
     /// Run the whole test suite: unit tests, then every example built and
     /// loaded in QEMU by each installed kernel.
     Test(test::Args),
@@ -37,6 +43,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::BuildModule(args) => build_module::run(&args),
         Command::CheckModule(args) => check_module::run(&args),
+        Command::Kernels(args) => kernels::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
         Command::Test(args) => test::run(&args),
     };
     match result {
