@@ -25,6 +25,10 @@ pub fn run(args: &Args) -> Result<()> {
     prerequisites::ensure(&sh, !args.no_install)?;
     let crate_ = ModuleCrate::find(&args.module)?;
     let trees = select_trees(&args.kernels)?;
+    // The doctor's checks first: a broken tree never reaches make.
+    for tree in &trees {
+        kmod_build::doctor::diagnose(tree).into_result(tree)?;
+    }
     let started = std::time::Instant::now();
     for tree in &trees {
         build(&sh, &crate_, tree)?;
