@@ -486,7 +486,13 @@ fn fix_at(tree: &KernelTree, piece: Piece, path: Option<&Utf8Path>) -> String {
             }
         }
         Layout::Nix => {
-            let output: Utf8PathBuf = tree.path.iter().take(4).collect();
+            // The store path: `/nix/store/<hash>-linux-<ver>-dev`.
+            let components: Vec<&str> = tree.path.iter().collect();
+            let end = components
+                .windows(2)
+                .position(|pair| pair == ["nix", "store"])
+                .map_or(components.len(), |at| (at + 3).min(components.len()));
+            let output: Utf8PathBuf = components[..end].iter().collect();
             format!("nix-store --repair-path {output}")
         }
         Layout::Gentoo | Layout::SelfBuilt => {

@@ -145,6 +145,9 @@ pub struct KernelTree {
     /// Kbuild's `SRCARCH` (`x86`, `arm64`, ...) from the config, else the
     /// only directory under `arch/`; `unknown` if neither says.
     pub arch: String,
+    /// The directory discovery treated as `/` (where `/boot` and
+    /// `/lib/modules` are looked up for this tree).
+    pub sysroot: Utf8PathBuf,
 }
 
 impl KernelTree {
@@ -152,7 +155,7 @@ impl KernelTree {
     /// least one of the files every tree has. What else is missing is
     /// [`crate::doctor`]'s business.
     pub fn open(path: impl AsRef<Utf8Path>) -> Result<KernelTree> {
-        KernelTree::open_in(Utf8Path::new("/"), path.as_ref())
+        KernelTree::open_in(&sysroot(), path.as_ref())
     }
 
     /// Opens `given` with absolute symlinks and `include` paths resolved
@@ -184,6 +187,7 @@ impl KernelTree {
             source,
             layout,
             arch,
+            sysroot: root.to_owned(),
         })
     }
 
@@ -320,17 +324,17 @@ impl KernelTree {
 
     /// The compressed copies of `Module.symvers` distros ship outside the tree.
     pub(crate) fn symvers_copies(&self) -> Vec<Utf8PathBuf> {
-        let root = sysroot();
+        let root = &self.sysroot;
         let release = &self.release;
         let mut copies = Vec::new();
         for extension in ["gz", "xz"] {
             copies.push(in_root(
-                &root,
+                root,
                 &format!("/boot/symvers-{release}.{extension}"),
             ));
             for dir in MODULE_ROOTS {
                 copies.push(in_root(
-                    &root,
+                    root,
                     &format!("{dir}/{release}/symvers.{extension}"),
                 ));
             }
@@ -370,9 +374,14 @@ impl KernelTree {
     /// A module the distro built with this kernel (`.ko` or `.ko.xz`), to
     /// learn what its loader expects.
     pub fn in_tree_module(&self) -> Option<Utf8PathBuf> {
-        module_roots()
-            .iter()
-            .find_map(|dir| find_module(&dir.join(&self.release).join("kernel"), 4))
+        MODULE_ROOTS.iter().find_map(|dir| {
+            find_module(
+                &in_root(&self.sysroot, dir)
+                    .join(&self.release)
+                    .join("kernel"),
+                4,
+            )
+        })
     }
 
     /// `relative` inside the tree, or an error naming it and what provides it.
