@@ -175,7 +175,7 @@ const KBUILD_SCRIPTS: &[&str] = &[
 fn missing(tree: &KernelTree, path: Utf8PathBuf, role: &str, piece: Piece) -> Problem {
     Problem {
         subject: path.to_string(),
-        why: format!("missing ({role})"),
+        why: format!("missing from the kernel-devel tree ({role})"),
         fix: fix_at(tree, piece, Some(&path)),
         path: Some(path),
     }

@@ -53,6 +53,17 @@ pub fn select_trees(specs: &[String]) -> Result<Vec<KernelTree>> {
             .map(|spec| Ok(KernelTree::select(spec)?))
             .collect();
     }
+    if let Some(kdir) = std::env::var_os("KDIR") {
+        let tree = KernelTree::open(
+            Utf8PathBuf::from_path_buf(kdir.into())
+                .map_err(|path| kmod_build::Error::NonUtf8Path { path })?,
+        )?;
+        status::step(
+            "Selected",
+            &format!("KDIR={} ({})", tree.path, tree.release),
+        );
+        return Ok(vec![tree]);
+    }
     if let Some(tree) = KernelTree::running() {
         status::step(
             "Selected",
