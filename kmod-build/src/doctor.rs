@@ -57,7 +57,7 @@ impl Diagnosis {
 
 /// What kind of piece is missing, which decides what provides it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Piece {
+pub(crate) enum Piece {
     /// Kbuild sources: Makefiles, `scripts/*`, headers.
     Source,
     /// What `make modules_prepare` generates: `auto.conf`, `autoconf.h`,

@@ -526,3 +526,29 @@ fn installed_debian_trees_are_found_once() {
     }
     eprintln!("discovery of {} trees took {elapsed:?}", trees.len());
 }
+
+/// The compiler a tree names must be on PATH; the fix installs its package.
+#[test]
+fn missing_compiler_is_named_with_its_package() {
+    let root = Root::new("compiler");
+    ubuntu(&root);
+    let auto_conf = "/usr/src/linux-headers-6.8.0-48-generic/include/config/auto.conf";
+    let config = std::fs::read_to_string(root.at(auto_conf)).unwrap();
+    let config = config.replace(
+        "x86_64-linux-gnu-gcc-13 (Ubuntu 13.2.0-23ubuntu4) 13.2.0",
+        "x86_64-linux-gnu-gcc-99 (fixture) 99.0.0",
+    );
+    std::fs::write(root.at(auto_conf), config).unwrap();
+    let tree = KernelTree::installed_under(&root.0).remove(0);
+    let problems = doctor::machine_problems(&tree);
+    let compiler = problems
+        .iter()
+        .find(|p| p.subject == "x86_64-linux-gnu-gcc-99")
+        .unwrap_or_else(|| panic!("{problems:#?}"));
+    assert_eq!(compiler.fix, "apt-get install gcc-99");
+    assert!(
+        compiler.why.contains("(fixture) 99.0.0"),
+        "{}",
+        compiler.why
+    );
+}
