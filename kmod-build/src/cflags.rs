@@ -53,6 +53,7 @@ impl CFlags {
             .arg("-C")
             .arg(&tree.path)
             .arg(format!("M={probe_dir}"))
+            .args(tree.compiler().make_args())
             .arg("probe.o");
         crate::kbuild::run(&mut make)?;
         let flags = CFlags::parse_cmd_file(

@@ -18,6 +18,14 @@ pub enum Error {
     #[error("{path}: missing from the kernel-devel tree; {help}")]
     MissingFile { path: Utf8PathBuf, help: String },
 
+    #[error("{tree} cannot build modules: {problem}{}", more_problems(*.more))]
+    BrokenTree {
+        tree: Utf8PathBuf,
+        problem: String,
+        /// How many further problems `cargo xtask doctor` would list.
+        more: usize,
+    },
+
     #[error("{path}:{line}: {why}")]
     Parse {
         path: Utf8PathBuf,
@@ -68,10 +76,18 @@ impl Error {
             | Error::NoSuchKernel { .. }
             | Error::NotATree { .. }
             | Error::MissingFile { .. }
+            | Error::BrokenTree { .. }
             | Error::Prerequisite { .. } => 3,
             Error::BadModule { .. } => 4,
             _ => 1,
         }
+    }
+}
+
+fn more_problems(more: usize) -> String {
+    match more {
+        0 => String::new(),
+        n => format!(" (and {n} more: run `cargo xtask doctor`)"),
     }
 }
 

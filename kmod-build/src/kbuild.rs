@@ -38,6 +38,7 @@ pub fn link(
     make.arg("-C")
         .arg(&tree.path)
         .arg(format!("M={build_dir}"))
+        .args(tree.compiler().make_args())
         .arg("modules");
     let output = run(&mut make)?;
     let ko = build_dir.join(format!("{name}.ko"));

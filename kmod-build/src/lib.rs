@@ -3,7 +3,9 @@
 //!
 //! The stages mirror Kbuild's own split and pass plain data between them:
 //!
-//! 1. discovery: [`KernelTree`] finds a tree, its [`Config`] and [`Symvers`];
+//! 1. discovery: [`KernelTree`] finds a tree wherever a distro put it (its
+//!    [`Layout`], [`Config`], [`Compiler`] and [`Symvers`]), and
+//!    [`doctor::diagnose`] names what a broken one lacks before `make` runs;
 //! 2. flags: [`CFlags`] (the kernel's own C flags, probed through Kbuild) and
 //!    [`RustFlags`] (the rustc codegen that matches the tree's config);
 //! 3. build: [`Module`] runs in a module crate's `build.rs` (bindings, cfgs),
@@ -15,6 +17,7 @@
 mod cflags;
 pub mod check;
 mod config;
+pub mod doctor;
 mod error;
 pub mod kbuild;
 pub mod mitigations;
@@ -31,7 +34,7 @@ pub use modinfo::{ModuleInfo, VersionEntry};
 pub use module::{check_libclang, Module};
 pub use rustflags::RustFlags;
 pub use symvers::{Export, ExportKind, Symvers};
-pub use tree::{no_tree_error, KernelTree, SYSROOT_ENV};
+pub use tree::{no_tree_error, Compiler, KernelTree, Layout, SYSROOT_ENV};
 
 /// The Rust target every module is compiled for.
 pub const RUST_TARGET: &str = "x86_64-unknown-none";

@@ -11,51 +11,207 @@ const MODULE_ROOTS: &[&str] = &["/lib/modules", "/usr/lib/modules"];
 /// (for fixture trees in tests, or a target's root filesystem).
 pub const SYSROOT_ENV: &str = "KMOD_BUILD_SYSROOT";
 
+/// The sysroot discovery scans under: `KMOD_BUILD_SYSROOT`, else `/`.
+fn sysroot() -> Utf8PathBuf {
+    match std::env::var(SYSROOT_ENV) {
+        Ok(root) if !root.is_empty() => Utf8PathBuf::from(root),
+        _ => Utf8PathBuf::from("/"),
+    }
+}
+
 /// `MODULE_ROOTS` under the sysroot, if one is set.
 fn module_roots() -> Vec<Utf8PathBuf> {
-    let sysroot = std::env::var(SYSROOT_ENV).unwrap_or_default();
-    MODULE_ROOTS
-        .iter()
-        .map(|root| Utf8PathBuf::from(format!("{sysroot}{root}")))
-        .collect()
+    let root = sysroot();
+    MODULE_ROOTS.iter().map(|dir| in_root(&root, dir)).collect()
+}
+
+/// `path` (absolute, as the distro names it) inside `root`.
+fn in_root(root: &Utf8Path, path: &str) -> Utf8PathBuf {
+    root.join(path.trim_start_matches('/'))
+}
+
+/// How a distribution packaged a tree: where its two halves live and which
+/// package (or command) provides each piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Layout {
+    /// Debian and Ubuntu: `/usr/src/linux-headers-<release>` (generated
+    /// files), its `-common` source half, host tools in `linux-kbuild-<ver>`.
+    Debian,
+    /// Fedora, RHEL: `/usr/src/kernels/<release>` from `kernel-devel`.
+    Fedora,
+    /// Arch: a real directory at `/usr/lib/modules/<release>/build`.
+    Arch,
+    /// openSUSE: `/usr/src/linux-<ver>-obj/<arch>/<flavor>` plus the
+    /// `/usr/src/linux-<ver>` source half.
+    OpenSuse,
+    /// Gentoo: a full, configured source tree in `/usr/src/linux-<ver>`.
+    Gentoo,
+    /// NixOS: the kernel's `dev` output in `/nix/store`.
+    Nix,
+    /// A kernel built by hand, in place or with `O=`.
+    SelfBuilt,
+    Unknown,
+}
+
+impl Layout {
+    pub fn name(self) -> &'static str {
+        match self {
+            Layout::Debian => "Debian/Ubuntu",
+            Layout::Fedora => "Fedora/RHEL",
+            Layout::Arch => "Arch",
+            Layout::OpenSuse => "openSUSE",
+            Layout::Gentoo => "Gentoo",
+            Layout::Nix => "NixOS",
+            Layout::SelfBuilt => "self-built",
+            Layout::Unknown => "unknown",
+        }
+    }
+
+    /// From the tree's (canonical) path and contents: the path is what the
+    /// distro chose, so it decides first.
+    fn detect(tree: &Utf8Path) -> Layout {
+        let components: Vec<&str> = tree.iter().collect();
+        let parent = |depth: usize| {
+            components
+                .len()
+                .checked_sub(depth + 1)
+                .map(|i| components[i])
+                .unwrap_or("")
+        };
+        let has = |relative: &str| tree.join(relative).exists();
+        if components.iter().any(|c| c.starts_with("linux-headers-")) {
+            Layout::Debian
+        } else if parent(1) == "kernels" {
+            Layout::Fedora
+        } else if tree.as_str().contains("/nix/store/") {
+            Layout::Nix
+        } else if parent(2).starts_with("linux-") && parent(2).ends_with("-obj") {
+            Layout::OpenSuse
+        } else if parent(0) == "build" && parent(2) == "modules" {
+            Layout::Arch
+        } else if parent(1) == "src" && parent(0).starts_with("linux-") && has("Kconfig") {
+            Layout::Gentoo
+        } else if has("Kconfig") || has("source") {
+            Layout::SelfBuilt
+        } else if has(".kernelvariables") {
+            Layout::Debian
+        } else {
+            Layout::Unknown
+        }
+    }
+}
+
+impl std::fmt::Display for Layout {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The compiler a tree's kernel was built with, which Kbuild will call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Compiler {
+    /// What Kbuild runs as `$(CC)`, e.g. `x86_64-linux-gnu-gcc-12` or `clang`.
+    pub command: String,
+    /// `CONFIG_CC_VERSION_TEXT`, e.g. `gcc-12 (Debian 12.2.0-14) 12.2.0`.
+    pub version_text: Option<String>,
+    pub is_clang: bool,
+}
+
+impl Compiler {
+    /// Extra `make` arguments: clang-built kernels need `LLVM=1` or Kbuild
+    /// falls back to gcc and rejects the config.
+    pub fn make_args(&self) -> Vec<String> {
+        if self.is_clang {
+            vec!["LLVM=1".to_owned()]
+        } else {
+            Vec::new()
+        }
+    }
 }
 
 /// A kernel-devel tree: the directory `make -C` is pointed at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelTree {
-    /// Absolute, symlinks resolved (Kbuild's `M=`/`-C` want real paths).
+    /// Absolute, symlinks resolved (Kbuild's `M=`/`-C` want real paths):
+    /// Kbuild's objtree, with the generated files.
     pub path: Utf8PathBuf,
     /// `uname -r` of the kernel this tree was built with.
     pub release: String,
+    /// Kbuild's srctree: where the top Makefile really lives (Debian's
+    /// `-common`, openSUSE's `/usr/src/linux-<ver>`, an `O=` build's
+    /// source); `path` itself for single-directory trees.
+    pub source: Utf8PathBuf,
+    pub layout: Layout,
+    /// Kbuild's `SRCARCH` (`x86`, `arm64`, ...) from the config, else the
+    /// only directory under `arch/`; `unknown` if neither says.
+    pub arch: String,
+    /// The directory discovery treated as `/` (where `/boot` and
+    /// `/lib/modules` are looked up for this tree).
+    pub sysroot: Utf8PathBuf,
 }
 
 impl KernelTree {
-    /// Opens the tree at `path`, which must hold a Makefile and a kernel release.
+    /// Opens the tree at `path`: a directory with a kernel release and at
+    /// least one of the files every tree has. What else is missing is
+    /// [`crate::doctor`]'s business.
     pub fn open(path: impl AsRef<Utf8Path>) -> Result<KernelTree> {
-        let given = path.as_ref();
-        let path = given.canonicalize_utf8().map_err(|e| Error::NotATree {
+        KernelTree::open_in(&sysroot(), path.as_ref())
+    }
+
+    /// Opens `given` with absolute symlinks and `include` paths resolved
+    /// inside `root`.
+    fn open_in(root: &Utf8Path, given: &Utf8Path) -> Result<KernelTree> {
+        let path = resolve_in_root(root, given).map_err(|e| Error::NotATree {
             path: given.to_owned(),
             why: e.to_string(),
         })?;
-        if !path.join("Makefile").is_file() {
+        if !path.is_dir() {
             return Err(Error::NotATree {
                 path,
-                why: "no Makefile".into(),
+                why: "not a directory".into(),
+            });
+        }
+        if !TREE_MARKERS.iter().any(|marker| path.join(marker).exists()) {
+            return Err(Error::NotATree {
+                path,
+                why: format!("none of {} in it", TREE_MARKERS.join(", ")),
             });
         }
         let release = read_release(&path)?;
-        Ok(KernelTree { path, release })
+        let source = source_tree(root, &path);
+        let arch = read_arch(&path);
+        let layout = Layout::detect(&path);
+        Ok(KernelTree {
+            path,
+            release,
+            source,
+            layout,
+            arch,
+            sysroot: root.to_owned(),
+        })
     }
 
-    /// Every tree linked from `/lib/modules/<release>/build`, by release.
+    /// Every tree installed on this machine (under `KMOD_BUILD_SYSROOT` if
+    /// set), by release; see [`KernelTree::installed_under`].
     pub fn installed() -> Vec<KernelTree> {
-        let mut trees: Vec<KernelTree> = module_roots()
+        KernelTree::installed_under(&sysroot())
+    }
+
+    /// Every tree under `root` wherever a distro puts them, each once (a
+    /// Debian tree is both `/lib/modules/<rel>/build` and
+    /// `/usr/src/linux-headers-<rel>`), sorted by release.
+    pub fn installed_under(root: &Utf8Path) -> Vec<KernelTree> {
+        let mut trees: Vec<KernelTree> = candidates(root)
             .iter()
-            .filter_map(|root| root.read_dir_utf8().ok())
-            .flatten()
-            .filter_map(|entry| KernelTree::open(entry.ok()?.path().join("build")).ok())
+            .filter_map(|path| KernelTree::open_in(root, path).ok())
             .collect();
-        trees.sort_by_key(|tree| version_key(&tree.release));
+        trees.sort_by(|a, b| {
+            (version_key(&a.release), &a.release, &a.path).cmp(&(
+                version_key(&b.release),
+                &b.release,
+                &b.path,
+            ))
+        });
         trees.dedup_by(|a, b| a.path == b.path);
         trees
     }
@@ -63,9 +219,10 @@ impl KernelTree {
     /// The tree of the kernel this machine runs, if it is installed.
     pub fn running() -> Option<KernelTree> {
         let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
-        module_roots()
-            .iter()
-            .find_map(|root| KernelTree::open(root.join(release.trim()).join("build")).ok())
+        let root = sysroot();
+        module_roots().iter().find_map(|dir| {
+            KernelTree::open_in(&root, &dir.join(release.trim()).join("build")).ok()
+        })
     }
 
     /// Resolves `--kernel <release|path>`.
@@ -134,21 +291,94 @@ impl KernelTree {
     pub fn config(&self) -> Result<Config> {
         Config::load(&self.required(
             "include/config/auto.conf",
-            "run `make modules_prepare` in the tree, or reinstall its kernel headers package",
+            &crate::doctor::fix_for(self, crate::doctor::Piece::Generated),
         )?)
     }
 
+    /// The exports modpost and the loader check against: the tree's
+    /// `Module.symvers`, else the copy the distro keeps next to the kernel
+    /// (see [`KernelTree::symvers_path`]).
     pub fn symvers(&self) -> Result<Symvers> {
-        Symvers::load(&self.required("Module.symvers", "install the headers package that matches this kernel: it ships Module.symvers (Debian: linux-headers-<release>)")?)
+        let Some(path) = self.symvers_path() else {
+            return Err(Error::MissingFile {
+                path: self.path.join("Module.symvers"),
+                help: crate::doctor::fix_for(self, crate::doctor::Piece::Symvers),
+            });
+        };
+        let text = read_maybe_compressed(&path)?;
+        Symvers::parse(&text).map_err(|(line, why)| Error::Parse { path, line, why })
+    }
+
+    /// Where `Module.symvers` is: in the tree, else where Fedora, RHEL and
+    /// openSUSE also keep it (`/boot/symvers-<rel>.gz`,
+    /// `/lib/modules/<rel>/symvers.xz`, ...).
+    pub fn symvers_path(&self) -> Option<Utf8PathBuf> {
+        let in_tree = self.path.join("Module.symvers");
+        if in_tree.is_file() {
+            return Some(in_tree);
+        }
+        self.symvers_copies()
+            .into_iter()
+            .find(|path| path.is_file())
+    }
+
+    /// The compressed copies of `Module.symvers` distros ship outside the tree.
+    pub(crate) fn symvers_copies(&self) -> Vec<Utf8PathBuf> {
+        let root = &self.sysroot;
+        let release = &self.release;
+        let mut copies = Vec::new();
+        for extension in ["gz", "xz"] {
+            copies.push(in_root(
+                root,
+                &format!("/boot/symvers-{release}.{extension}"),
+            ));
+            for dir in MODULE_ROOTS {
+                copies.push(in_root(
+                    root,
+                    &format!("{dir}/{release}/symvers.{extension}"),
+                ));
+            }
+        }
+        copies
+    }
+
+    /// The compiler Kbuild will run for this tree: Debian names it in
+    /// `.kernelvariables`, everyone has `CONFIG_CC_VERSION_TEXT`.
+    pub fn compiler(&self) -> Compiler {
+        let config = self.config().ok();
+        let version_text = config
+            .as_ref()
+            .and_then(|c| c.get("CONFIG_CC_VERSION_TEXT"))
+            .map(str::to_owned);
+        let is_clang = config
+            .as_ref()
+            .is_some_and(|c| c.is_y("CONFIG_CC_IS_CLANG"));
+        let from_version_text = || {
+            let first = version_text.as_deref()?.split_whitespace().next()?;
+            first.contains("gcc").then(|| first.to_owned())
+        };
+        let command = if is_clang {
+            "clang".to_owned()
+        } else {
+            debian_compiler(&self.path)
+                .or_else(from_version_text)
+                .unwrap_or_else(|| "gcc".to_owned())
+        };
+        Compiler {
+            command,
+            version_text,
+            is_clang,
+        }
     }
 
     /// A module the distro built with this kernel (`.ko` or `.ko.xz`), to
     /// learn what its loader expects.
     pub fn in_tree_module(&self) -> Option<Utf8PathBuf> {
-        let sysroot = std::env::var(SYSROOT_ENV).unwrap_or_default();
-        MODULE_ROOTS.iter().find_map(|root| {
+        MODULE_ROOTS.iter().find_map(|dir| {
             find_module(
-                &Utf8PathBuf::from(format!("{sysroot}{root}/{}/kernel", self.release)),
+                &in_root(&self.sysroot, dir)
+                    .join(&self.release)
+                    .join("kernel"),
                 4,
             )
         })
@@ -168,9 +398,231 @@ impl KernelTree {
     }
 }
 
-/// The release `uname -r` reports: `UTS_RELEASE`, which vermagic uses too.
-/// `include/config/kernel.release` is only a fallback: Debian's 6.1 trees
-/// put the upstream version there (`6.1.192` for `6.1.0-56-amd64`).
+/// Files at least one of which every kernel-devel tree has; a directory
+/// with none of them is something else.
+const TREE_MARKERS: &[&str] = &[
+    "Makefile",
+    ".config",
+    "include/config/auto.conf",
+    "Module.symvers",
+];
+
+/// Every place a distro installs trees, under `root`: `/lib/modules/*/build`
+/// and `/usr/lib/modules/*/build` (most distros link these; Arch and NixOS
+/// put the tree itself there), `/usr/src/kernels/*` (Fedora, RHEL),
+/// `/usr/src/linux-headers-*` (Debian, Ubuntu), `/usr/src/linux-*-obj/*/*`
+/// (openSUSE), `/usr/src/linux-*` (Gentoo), NixOS's `dev` outputs.
+/// Directories that are not trees (Debian's `-common` half, openSUSE's
+/// source half) are weeded out by [`KernelTree::open_in`].
+fn candidates(root: &Utf8Path) -> Vec<Utf8PathBuf> {
+    let children = |dir: &Utf8Path| -> Vec<Utf8PathBuf> {
+        let mut paths: Vec<Utf8PathBuf> = dir
+            .read_dir_utf8()
+            .map(|entries| entries.flatten().map(|e| e.path().to_owned()).collect())
+            .unwrap_or_default();
+        paths.sort();
+        paths
+    };
+    let named = |path: &Utf8Path, prefix: &str, suffix: &str| {
+        path.file_name()
+            .is_some_and(|name| name.starts_with(prefix) && name.ends_with(suffix))
+    };
+    let mut found = Vec::new();
+    for dir in MODULE_ROOTS {
+        found.extend(
+            children(&in_root(root, dir))
+                .iter()
+                .map(|d| d.join("build")),
+        );
+    }
+    found.extend(children(&in_root(root, "/usr/src/kernels")));
+    for dir in children(&in_root(root, "/usr/src")) {
+        if named(&dir, "linux-", "-obj") {
+            found.extend(children(&dir).iter().flat_map(|arch| children(arch)));
+        } else if named(&dir, "linux", "") {
+            found.push(dir);
+        }
+    }
+    for output in children(&in_root(root, "/nix/store")) {
+        if output.as_str().contains("-linux-") && named(&output, "", "-dev") {
+            let modules = output.join("lib/modules");
+            found.extend(children(&modules).iter().map(|d| d.join("build")));
+        }
+    }
+    found
+}
+
+/// `path` with symlinks resolved, absolute link targets taken inside `root`
+/// (a sysroot's `/lib/modules/<rel>/build` points at its own `/usr/src`).
+fn resolve_in_root(root: &Utf8Path, path: &Utf8Path) -> std::io::Result<Utf8PathBuf> {
+    let mut path = path.to_owned();
+    // Bounded like the kernel's own symlink resolution (ELOOP after 40).
+    for _ in 0..40 {
+        let Ok(target) = path.read_link_utf8() else {
+            return path.canonicalize_utf8();
+        };
+        path = if target.is_absolute() {
+            in_root(root, target.as_str())
+        } else {
+            path.parent().unwrap_or(Utf8Path::new("/")).join(target)
+        };
+    }
+    Err(std::io::Error::other("too many levels of symbolic links"))
+}
+
+/// Kbuild's srctree: `abs_srctree` is the real directory of the top
+/// Makefile, and a wrapper Makefile (Debian's flavour directory, an `O=`
+/// build directory, openSUSE's obj directory) names it in its `include`.
+fn source_tree(root: &Utf8Path, tree: &Utf8Path) -> Utf8PathBuf {
+    let makefile = tree.join("Makefile");
+    if let Some(included) = wrapper_include(&makefile) {
+        let included = if root != "/" && included.is_absolute() {
+            in_root(root, included.as_str())
+        } else {
+            tree.join(included)
+        };
+        if let Some(dir) = included.parent() {
+            return resolve_in_root(root, dir).unwrap_or_else(|_| dir.to_owned());
+        }
+    }
+    if let Some(dir) = makefile
+        .canonicalize_utf8()
+        .ok()
+        .and_then(|real| real.parent().map(Utf8Path::to_owned))
+    {
+        return dir;
+    }
+    resolve_in_root(root, &tree.join("source")).unwrap_or_else(|_| tree.to_owned())
+}
+
+/// The `<dir>/Makefile` a short wrapper Makefile includes, if it is one
+/// (Kbuild's real Makefile is tens of KB and includes many things).
+fn wrapper_include(makefile: &Utf8Path) -> Option<Utf8PathBuf> {
+    const WRAPPER_MAX_BYTES: u64 = 4096;
+    if std::fs::metadata(makefile).ok()?.len() > WRAPPER_MAX_BYTES {
+        return None;
+    }
+    std::fs::read_to_string(makefile)
+        .ok()?
+        .lines()
+        .filter_map(|line| line.trim().strip_prefix("include "))
+        .map(str::trim)
+        .find(|path| path.ends_with("/Makefile") && !path.contains("$("))
+        .map(Utf8PathBuf::from)
+}
+
+/// `SRCARCH` from the config's architecture symbol, else the only
+/// directory under `arch/` (Debian's flavour half has just its own).
+fn read_arch(tree: &Utf8Path) -> String {
+    const ARCH_SYMBOLS: &[(&str, &str)] = &[
+        ("CONFIG_X86", "x86"),
+        ("CONFIG_ARM64", "arm64"),
+        ("CONFIG_ARM", "arm"),
+        ("CONFIG_RISCV", "riscv"),
+        ("CONFIG_PPC", "powerpc"),
+        ("CONFIG_S390", "s390"),
+        ("CONFIG_LOONGARCH", "loongarch"),
+        ("CONFIG_MIPS", "mips"),
+    ];
+    let config = ["include/config/auto.conf", ".config"]
+        .iter()
+        .find_map(|file| Config::load(&tree.join(file)).ok());
+    if let Some(config) = config {
+        if let Some((_, arch)) = ARCH_SYMBOLS.iter().find(|(name, _)| config.is_y(name)) {
+            return (*arch).to_owned();
+        }
+    }
+    let arches: Vec<String> = tree
+        .join("arch")
+        .read_dir_utf8()
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.path().is_dir())
+                .map(|e| e.file_name().to_owned())
+                .collect()
+        })
+        .unwrap_or_default();
+    match arches.as_slice() {
+        [only] => only.clone(),
+        _ => "unknown".to_owned(),
+    }
+}
+
+/// Debian's `.kernelvariables`: `CC = ... $(CROSS_COMPILE)gcc-12`, with
+/// `CROSS_COMPILE` set unconditionally (6.12) or only for cross builds
+/// inside an `ifneq` (6.1), which a native build skips.
+fn debian_compiler(tree: &Utf8Path) -> Option<String> {
+    let text = std::fs::read_to_string(tree.join(".kernelvariables")).ok()?;
+    let mut depth = 0usize;
+    let mut cross_compile = String::new();
+    let mut cc = None;
+    for line in text.lines().map(str::trim) {
+        if line.starts_with("ifeq") || line.starts_with("ifneq") {
+            depth += 1;
+        } else if line.starts_with("endif") {
+            depth = depth.saturating_sub(1);
+        } else if depth == 0 {
+            let line = line.strip_prefix("override ").unwrap_or(line);
+            if let Some((name, value)) = line.split_once('=') {
+                match name.trim_end_matches([' ', ':', '?']).trim() {
+                    "CROSS_COMPILE" => cross_compile = value.trim().to_owned(),
+                    "CC" => cc = value.split_whitespace().last().map(str::to_owned),
+                    _ => {}
+                }
+            }
+        }
+    }
+    Some(cc?.replace("$(CROSS_COMPILE)", &cross_compile))
+}
+
+/// Reads a file that may be gzip- or xz-compressed (by its extension).
+fn read_maybe_compressed(path: &Utf8Path) -> Result<String> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let corrupt = |why: String| Error::Parse {
+        path: path.to_owned(),
+        line: 0,
+        why,
+    };
+    let bytes = match path.extension() {
+        Some("xz") => {
+            let mut out = Vec::new();
+            lzma_rs::xz_decompress(&mut &bytes[..], &mut out)
+                .map_err(|e| corrupt(format!("xz: {e}")))?;
+            out
+        }
+        Some("gz") => gunzip(&bytes).ok_or_else(|| corrupt("not a gzip file".into()))?,
+        _ => bytes,
+    };
+    String::from_utf8(bytes).map_err(|_| corrupt("not UTF-8 text".into()))
+}
+
+/// The payload of a single-member gzip file (RFC 1952).
+fn gunzip(bytes: &[u8]) -> Option<Vec<u8>> {
+    const FEXTRA: u8 = 4;
+    const FNAME: u8 = 8;
+    const FCOMMENT: u8 = 16;
+    const FHCRC: u8 = 2;
+    if bytes.get(..3)? != [0x1f, 0x8b, 8] {
+        return None;
+    }
+    let flags = *bytes.get(3)?;
+    let mut at = 10;
+    if flags & FEXTRA != 0 {
+        let length = u16::from_le_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]);
+        at += 2 + usize::from(length);
+    }
+    for flag in [FNAME, FCOMMENT] {
+        if flags & flag != 0 {
+            at += bytes.get(at..)?.iter().position(|&b| b == 0)? + 1;
+        }
+    }
+    if flags & FHCRC != 0 {
+        at += 2;
+    }
+    miniz_oxide::inflate::decompress_to_vec(bytes.get(at..)?).ok()
+}
+
 /// The first `.ko`/`.ko.xz` under `dir`, at most `depth` levels down.
 fn find_module(dir: &Utf8Path, depth: usize) -> Option<Utf8PathBuf> {
     let mut entries: Vec<Utf8PathBuf> = dir
@@ -197,19 +649,26 @@ fn find_module(dir: &Utf8Path, depth: usize) -> Option<Utf8PathBuf> {
         .find_map(|path| find_module(path, depth - 1))
 }
 
+/// The release `uname -r` reports: `UTS_RELEASE`, which vermagic uses too;
+/// then Debian's `override KERNELRELEASE` in the wrapper Makefile;
+/// `include/config/kernel.release` last: Debian's 6.1 trees put the
+/// upstream version there (`6.1.192` for `6.1.0-56-amd64`).
 fn read_release(tree: &Utf8Path) -> Result<String> {
-    let from_utsrelease = std::fs::read_to_string(tree.join("include/generated/utsrelease.h"))
-        .ok()
-        .and_then(|text| {
-            let quoted = text.split_once("UTS_RELEASE")?.1.trim();
-            Some(quoted.strip_prefix('"')?.split('"').next()?.to_owned())
-        });
-    let from_kernel_release = || {
-        std::fs::read_to_string(tree.join("include/config/kernel.release"))
-            .ok()
-            .map(|text| text.trim().to_owned())
+    let read = |relative: &str| std::fs::read_to_string(tree.join(relative)).ok();
+    let from_utsrelease = read("include/generated/utsrelease.h").and_then(|text| {
+        let quoted = text.split_once("UTS_RELEASE")?.1.trim();
+        Some(quoted.strip_prefix('"')?.split('"').next()?.to_owned())
+    });
+    let from_makefile = || {
+        read("Makefile")?.lines().find_map(|line| {
+            let value = line.strip_prefix("override KERNELRELEASE")?;
+            Some(value.trim_start_matches([' ', ':', '=']).trim().to_owned())
+        })
     };
+    let from_kernel_release =
+        || read("include/config/kernel.release").map(|text| text.trim().to_owned());
     from_utsrelease
+        .or_else(from_makefile)
         .or_else(from_kernel_release)
         .filter(|release| !release.is_empty())
         .ok_or_else(|| Error::NotATree {
@@ -233,12 +692,24 @@ fn version_key(release: &str) -> (u32, u32, u32) {
 
 /// The error for a machine with no tree at all, with this distro's fix.
 pub fn no_tree_error() -> Error {
+    let root = sysroot();
+    let mut searched: Vec<String> = module_roots()
+        .iter()
+        .map(|dir| format!("{dir}/*/build"))
+        .collect();
+    searched.extend(
+        [
+            "/usr/src/kernels/*",
+            "/usr/src/linux-headers-*",
+            "/usr/src/linux-*-obj/*/*",
+            "/usr/src/linux-*",
+            "/nix/store/*-linux-*-dev",
+        ]
+        .iter()
+        .map(|dir| in_root(&root, dir).into_string()),
+    );
     Error::NoKernelTree {
-        searched: module_roots()
-            .iter()
-            .map(|root| format!("{root}/*/build"))
-            .collect::<Vec<_>>()
-            .join(", "),
+        searched: searched.join(", "),
         install: install_headers_command(),
     }
 }

@@ -25,6 +25,10 @@ pub fn run(args: &Args) -> Result<()> {
     prerequisites::ensure(&sh, !args.no_install)?;
     let crate_ = ModuleCrate::find(&args.module)?;
     let trees = select_trees(&args.kernels)?;
+    // The doctor's checks first: a broken tree never reaches make.
+    for tree in &trees {
+        kmod_build::doctor::diagnose(tree).into_result(tree)?;
+    }
     let started = std::time::Instant::now();
     for tree in &trees {
         build(&sh, &crate_, tree)?;
@@ -48,6 +52,17 @@ pub fn select_trees(specs: &[String]) -> Result<Vec<KernelTree>> {
             .iter()
             .map(|spec| Ok(KernelTree::select(spec)?))
             .collect();
+    }
+    if let Some(kdir) = std::env::var_os("KDIR") {
+        let tree = KernelTree::open(
+            Utf8PathBuf::from_path_buf(kdir.into())
+                .map_err(|path| kmod_build::Error::NonUtf8Path { path })?,
+        )?;
+        status::step(
+            "Selected",
+            &format!("KDIR={} ({})", tree.path, tree.release),
+        );
+        return Ok(vec![tree]);
     }
     if let Some(tree) = KernelTree::running() {
         status::step(

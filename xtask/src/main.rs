@@ -2,7 +2,9 @@
 
 mod build_module;
 mod check_module;
+mod doctor;
 mod fuzz;
+mod kernels;
 mod prerequisites;
 mod qemu;
 mod status;
@@ -28,6 +30,10 @@ enum Command {
     BuildModule(build_module::Args),
     /// Predict, offline, whether a .ko loads on a kernel, with the kernel's reasons.
     CheckModule(check_module::Args),
+    /// List every kernel-devel tree installed, with its layout and whether it is usable.
+    Kernels(kernels::Args),
+    /// Check that a tree can build and link a module; name what is missing and what provides it.
+    Doctor(doctor::Args),
     /// Fuzz the parsers of Module.symvers, configs and .ko files (cargo-fuzz).
     Fuzz(fuzz::Args),
     /// Run the whole test suite: unit tests, then every example built and
@@ -40,6 +46,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::BuildModule(args) => build_module::run(&args),
         Command::CheckModule(args) => check_module::run(&args),
+        Command::Kernels(args) => kernels::run(&args),
+        Command::Doctor(args) => doctor::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Test(args) => test::run(&args),
     };
