@@ -14,6 +14,7 @@
 //! 4. check: [`ModuleInfo`] reads a `.ko` and [`check::versions`] compares
 //!    it with the tree, as the kernel's loader would.
 
+mod bindings_cache;
 mod cflags;
 pub mod check;
 mod config;

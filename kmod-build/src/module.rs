@@ -1,7 +1,8 @@
 use std::fmt::Write as _;
 
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 
+use crate::bindings_cache::{BindingsCache, IncludedFiles};
 use crate::cflags::CFlags;
 use crate::error::{Error, Result};
 use crate::rustflags::RustFlags;
@@ -110,7 +111,7 @@ impl Module {
         };
         std::fs::create_dir_all(&cache_dir).map_err(|e| Error::io(&cache_dir, e))?;
         let cflags = CFlags::probe(&tree, &cache_dir)?;
-        let bindings = self.bindings(&cflags)?;
+        let bindings = self.bindings(&cflags, &tree, &cache_dir)?;
         let path = out_dir.join("bindings.rs");
         std::fs::write(&path, bindings).map_err(|e| Error::io(&path, e))?;
 
@@ -119,9 +120,54 @@ impl Module {
         Ok(())
     }
 
-    fn bindings(&self, cflags: &CFlags) -> Result<String> {
-        // bindgen panics when it cannot load libclang: load it first to say so.
+    /// The bindings from the shared cache, or from bindgen (then cached);
+    /// prints a rerun trigger for every header either way.
+    fn bindings(&self, cflags: &CFlags, tree: &KernelTree, cache_dir: &Utf8Path) -> Result<String> {
+        // bindgen panics when it cannot load libclang (whose version is part
+        // of the cache key): load it first to say so.
         check_libclang()?;
+        let clang_args = cflags.for_clang(&self.name);
+        // A kernel package update rewrites these in place.
+        let tree_stamp: Vec<Option<(u64, std::time::SystemTime)>> = [
+            "include/generated/autoconf.h",
+            "include/generated/utsrelease.h",
+        ]
+        .iter()
+        .map(|file| {
+            let metadata = std::fs::metadata(tree.path.join(file)).ok()?;
+            Some((metadata.len(), metadata.modified().ok()?))
+        })
+        .collect();
+        let key = (
+            &self.headers,
+            &self.functions,
+            &self.types,
+            &self.vars,
+            &clang_args,
+            (&tree.path, &tree.release, tree_stamp),
+        );
+        let cache = BindingsCache::new(cache_dir, &key);
+        let (bindings, headers) = match cache.load() {
+            Some(hit) => hit,
+            None => {
+                let included = IncludedFiles::default();
+                let bindings = self.generate_bindings(clang_args, included.clone())?;
+                let headers = included.take();
+                cache.store(&bindings, &headers)?;
+                (bindings, headers)
+            }
+        };
+        for header in &headers {
+            println!("cargo:rerun-if-changed={header}");
+        }
+        Ok(bindings)
+    }
+
+    fn generate_bindings(
+        &self,
+        clang_args: Vec<String>,
+        included: IncludedFiles,
+    ) -> Result<String> {
         let wrapper: String = self
             .headers
             .iter()
@@ -129,13 +175,13 @@ impl Module {
             .collect();
         let mut builder = bindgen::Builder::default()
             .header_contents("kmod-build-wrapper.h", &wrapper)
-            .clang_args(cflags.for_clang(&self.name))
+            .clang_args(clang_args)
             .use_core()
             .ctypes_prefix("core::ffi")
             .layout_tests(false)
             .generate_comments(false)
             .derive_default(true)
-            .parse_callbacks(Box::new(bindgen::CargoCallbacks::new()));
+            .parse_callbacks(Box::new(included));
         for pattern in &self.functions {
             builder = builder.allowlist_function(pattern);
         }

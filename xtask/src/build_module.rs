@@ -21,28 +21,79 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let sh = Shell::new()?;
-    prerequisites::ensure(&sh, !args.no_install)?;
+    let started = std::time::Instant::now();
     let crate_ = ModuleCrate::find(&args.module)?;
     let trees = select_trees(&args.kernels)?;
-    // The doctor's checks first: a broken tree never reaches make.
-    for tree in &trees {
-        kmod_build::doctor::diagnose(tree).into_result(tree)?;
-    }
-    let started = std::time::Instant::now();
-    for tree in &trees {
-        build(&sh, &crate_, tree)?;
+    let stale: Vec<&KernelTree> = trees
+        .iter()
+        .filter(|tree| {
+            let fresh = crate_.fingerprint(tree).is_fresh();
+            if fresh {
+                let ko = crate_.ko_path(tree);
+                status::step("Fresh", &format!("{ko} (nothing changed)"));
+            }
+            !fresh
+        })
+        .collect();
+    if !stale.is_empty() {
+        let sh = Shell::new()?;
+        prerequisites::ensure(&sh, !args.no_install)?;
+        // The doctor's checks first: a broken tree never reaches make.
+        for tree in &stale {
+            kmod_build::doctor::diagnose(tree).into_result(tree)?;
+        }
+        build_all(&crate_, &stale)?;
     }
     status::step(
         "Finished",
         &format!(
-            "{} for {} kernel(s) in {:.1}s",
+            "{} for {} kernel(s) in {:.2}s",
             crate_.name,
             trees.len(),
             started.elapsed().as_secs_f64()
         ),
     );
     Ok(())
+}
+
+/// Builds for every tree at once (each build has its own target dir and
+/// Kbuild dir), then reports every failure, not just the first.
+fn build_all(crate_: &ModuleCrate, trees: &[&KernelTree]) -> Result<()> {
+    let results: Vec<(&KernelTree, Result<Utf8PathBuf>)> = std::thread::scope(|scope| {
+        let builds: Vec<_> = trees
+            .iter()
+            .map(|&tree| {
+                (
+                    tree,
+                    scope.spawn(move || build(&Shell::new()?, crate_, tree)),
+                )
+            })
+            .collect();
+        builds
+            .into_iter()
+            .map(|(tree, build)| {
+                let result = build
+                    .join()
+                    .unwrap_or_else(|_| Err(anyhow::anyhow!("the build thread panicked")));
+                (tree, result)
+            })
+            .collect()
+    });
+    let mut failed: Vec<(&KernelTree, anyhow::Error)> = results
+        .into_iter()
+        .filter_map(|(tree, result)| result.err().map(|error| (tree, error)))
+        .collect();
+    match failed.len() {
+        0 => Ok(()),
+        // One failure keeps its own error (and exit code).
+        1 => Err(failed.remove(0).1),
+        n => {
+            for (tree, error) in &failed {
+                status::error(&format!("{} ({}): {error:#}", crate_.name, tree.release));
+            }
+            bail!("{} failed for {n} of {} kernels", crate_.name, trees.len())
+        }
+    }
 }
 
 /// `--kernel` values, or the default choice, said out loud.
@@ -91,6 +142,9 @@ pub struct ModuleCrate {
     /// Package name, which is also the module's name.
     pub name: String,
     target_dir: Utf8PathBuf,
+    /// The workspace's package directories and root files: any of them
+    /// may be an input of the module's build.
+    workspace_inputs: Vec<Utf8PathBuf>,
 }
 
 impl ModuleCrate {
@@ -111,10 +165,30 @@ impl ModuleCrate {
             .into_iter()
             .find(|p| p.name.as_str() == name)
         {
-            Some(package) if is_module(package) => Ok(ModuleCrate {
-                name: name.to_owned(),
-                target_dir: metadata.target_directory.clone(),
-            }),
+            Some(package) if is_module(package) => {
+                let root = &metadata.workspace_root;
+                let mut workspace_inputs: Vec<Utf8PathBuf> = metadata
+                    .workspace_packages()
+                    .iter()
+                    .filter_map(|p| p.manifest_path.parent().map(Utf8Path::to_owned))
+                    .filter(|dir| dir != root)
+                    .collect();
+                workspace_inputs.extend(
+                    [
+                        "Cargo.toml",
+                        "Cargo.lock",
+                        "rust-toolchain.toml",
+                        ".cargo/config.toml",
+                    ]
+                    .iter()
+                    .map(|file| root.join(file)),
+                );
+                Ok(ModuleCrate {
+                    name: name.to_owned(),
+                    target_dir: metadata.target_directory.clone(),
+                    workspace_inputs,
+                })
+            }
             found => {
                 let modules: Vec<String> = metadata
                     .workspace_packages()
@@ -140,6 +214,92 @@ impl ModuleCrate {
     /// Where the checked module ends up.
     pub fn ko_path(&self, tree: &KernelTree) -> Utf8PathBuf {
         self.output_dir(tree).join(format!("{}.ko", self.name))
+    }
+
+    /// Everything the `.ko` for `tree` was built from.
+    pub fn fingerprint(&self, tree: &KernelTree) -> Fingerprint {
+        let out = self.output_dir(tree);
+        let dep_info = out.join(format!(
+            "cargo/{}/kmod/lib{}.d",
+            kmod_build::RUST_TARGET,
+            self.name.replace('-', "_")
+        ));
+        Fingerprint {
+            stamp: out.join(format!("{}.fingerprint", self.name)),
+            ko: self.ko_path(tree),
+            dep_info,
+            tree_files: ["Module.symvers", "include/config/auto.conf", "Makefile"]
+                .iter()
+                .map(|file| tree.path.join(file))
+                .collect(),
+            workspace_inputs: self.workspace_inputs.clone(),
+        }
+    }
+}
+
+/// What decides whether a `.ko` is up to date, so a no-op build skips
+/// cargo and make altogether: size and mtime of every source rustc read
+/// (cargo's dep-info: the crate, its dependencies, `core`, the bindings),
+/// of the workspace's packages (build scripts, manifests, the toolchain pin),
+/// of the tree files a kernel update changes, of this very program (it
+/// decides flags and the link), and of the installed `.ko` itself.
+pub struct Fingerprint {
+    stamp: Utf8PathBuf,
+    ko: Utf8PathBuf,
+    dep_info: Utf8PathBuf,
+    tree_files: Vec<Utf8PathBuf>,
+    workspace_inputs: Vec<Utf8PathBuf>,
+}
+
+impl Fingerprint {
+    pub fn is_fresh(&self) -> bool {
+        let recorded = std::fs::read_to_string(&self.stamp).ok();
+        recorded.is_some() && recorded == self.compute()
+    }
+
+    /// Called once the `.ko` is installed.
+    pub fn record(&self) -> Result<()> {
+        let value = self
+            .compute()
+            .context("fingerprinting a build whose inputs just existed")?;
+        std::fs::write(&self.stamp, value).with_context(|| format!("writing {}", self.stamp))
+    }
+
+    /// `None` when an input is missing: then the build is stale anyway.
+    fn compute(&self) -> Option<String> {
+        use std::hash::{Hash, Hasher};
+        let mut files: Vec<std::path::PathBuf> = vec![self.ko.clone().into()];
+        files.extend(self.tree_files.iter().map(Into::into));
+        files.push(std::env::current_exe().ok()?);
+        let dep_info = std::fs::read_to_string(&self.dep_info).ok()?;
+        let (_, sources) = dep_info.lines().next()?.split_once(": ")?;
+        // Make syntax: spaces in paths are escaped with a backslash.
+        let sources = sources.replace("\\ ", "\0");
+        files.extend(sources.split(' ').map(|p| p.replace('\0', " ").into()));
+        for input in &self.workspace_inputs {
+            files_under(input.as_std_path(), &mut files);
+        }
+        let mut hasher = std::hash::DefaultHasher::new();
+        for file in &files {
+            let metadata = std::fs::metadata(file).ok()?;
+            (file, metadata.len(), metadata.modified().ok()?).hash(&mut hasher);
+        }
+        Some(format!("{:016x}\n", hasher.finish()))
+    }
+}
+
+/// `path` if it is a file, else every file below it but build outputs.
+fn files_under(path: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
+    let Ok(entries) = std::fs::read_dir(path) else {
+        files.push(path.to_owned());
+        return;
+    };
+    let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
+    entries.sort();
+    for entry in entries {
+        if entry.file_name().is_some_and(|name| name != "target") {
+            files_under(&entry, files);
+        }
     }
 }
 
@@ -206,6 +366,7 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
     std::fs::copy(&linked.ko, &partial)
         .with_context(|| format!("copying {} to {partial}", linked.ko))?;
     std::fs::rename(&partial, &ko).with_context(|| format!("renaming {partial} to {ko}"))?;
+    crate_.fingerprint(tree).record()?;
     status::step("Built", ko.as_str());
     Ok(ko)
 }

@@ -1,5 +1,6 @@
 //! `cargo xtask`: the project's commands (rust-analyzer's xtask pattern).
 
+mod bench;
 mod build_module;
 mod check_module;
 mod doctor;
@@ -26,6 +27,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Time the Rust hello against its C twin on every installed tree; write BENCHMARKS.md.
+    Bench(bench::Args),
     /// Build a module crate (e.g. `hello`) into target/kmod/<release>/<name>.ko.
     BuildModule(build_module::Args),
     /// Predict, offline, whether a .ko loads on a kernel, with the kernel's reasons.
@@ -44,6 +47,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Bench(args) => bench::run(&args),
         Command::BuildModule(args) => build_module::run(&args),
         Command::CheckModule(args) => check_module::run(&args),
         Command::Kernels(args) => kernels::run(&args),

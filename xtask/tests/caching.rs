@@ -1,0 +1,111 @@
+//! What makes repeated builds fast actually holds: a second `build-module`
+//! with nothing changed runs neither cargo nor make, and a module rebuilt
+//! after `cargo clean` reuses the shared bindings instead of running bindgen.
+//! Timings belong to `cargo xtask bench`; this only checks what is reused.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::Mutex;
+use std::time::SystemTime;
+
+use kmod_build::KernelTree;
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The tests rebuild and clean the same module: one at a time.
+static SAME_MODULE: Mutex<()> = Mutex::new(());
+
+fn build_hello(tree: &KernelTree) -> String {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["build-module", "hello", "--kernel", tree.path.as_str()])
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert!(output.status.success(), "{stderr}");
+    stderr
+}
+
+fn modified(path: &Path) -> SystemTime {
+    std::fs::metadata(path)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every bindings cache entry for `release`, with its mtime.
+fn bindings_cache(release: &str) -> BTreeMap<PathBuf, SystemTime> {
+    let dir = workspace().join("target/kmod/cache").join(release);
+    std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| {
+            path.file_name()
+                .unwrap()
+                .to_string_lossy()
+                .starts_with("bindings-")
+        })
+        .map(|path| {
+            let time = modified(&path);
+            (path, time)
+        })
+        .collect()
+}
+
+fn first_tree() -> KernelTree {
+    KernelTree::installed()
+        .into_iter()
+        .next()
+        .expect("no kernel-devel tree installed: apt-get install linux-headers-amd64")
+}
+
+#[test]
+fn no_op_build_runs_neither_cargo_nor_make() {
+    let _one_at_a_time = SAME_MODULE.lock().unwrap_or_else(|e| e.into_inner());
+    let tree = first_tree();
+    build_hello(&tree);
+    let out = workspace().join("target/kmod").join(&tree.release);
+    let kbuild_ko = out.join("kbuild/hello/hello.ko");
+    let before = (modified(&kbuild_ko), modified(&out.join("hello.ko")));
+
+    let said = build_hello(&tree);
+    assert!(said.contains("Fresh"), "{said}");
+    assert!(
+        !said.contains("Compiling") && !said.contains("Linking"),
+        "{said}"
+    );
+    let after = (modified(&kbuild_ko), modified(&out.join("hello.ko")));
+    assert_eq!(before, after, "make or the install step ran again");
+}
+
+#[test]
+fn bindings_survive_cargo_clean() {
+    let _one_at_a_time = SAME_MODULE.lock().unwrap_or_else(|e| e.into_inner());
+    let tree = first_tree();
+    build_hello(&tree);
+    let cache = bindings_cache(&tree.release);
+    assert!(!cache.is_empty(), "no bindings were cached");
+
+    let target_dir = workspace()
+        .join("target/kmod")
+        .join(&tree.release)
+        .join("cargo");
+    let status = Command::new(env!("CARGO"))
+        .args(["clean", "--quiet", "-p", "hello", "--profile", "kmod"])
+        .args(["--target", kmod_build::RUST_TARGET, "--target-dir"])
+        .arg(&target_dir)
+        .current_dir(workspace())
+        .status()
+        .unwrap();
+    assert!(status.success());
+
+    let said = build_hello(&tree);
+    assert!(said.contains("Linking"), "hello was not rebuilt:\n{said}");
+    assert_eq!(bindings_cache(&tree.release), cache, "bindgen ran again");
+}
