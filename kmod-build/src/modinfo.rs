@@ -81,9 +81,18 @@ impl ModuleInfo {
             Some((data, _)) => parse_modinfo(data),
             None => Vec::new(),
         };
-        let versions = match section_data("__versions")? {
-            Some((data, offset)) => parse_versions(data, offset).map_err(bad)?,
-            None => Vec::new(),
+        // 6.14+ (CONFIG_EXTENDED_MODVERSIONS) writes CRCs and names in two
+        // parallel sections, which the loader prefers to `__versions`.
+        let extended = (
+            section_data("__version_ext_crcs")?,
+            section_data("__version_ext_names")?,
+        );
+        let versions = match (extended, section_data("__versions")?) {
+            ((Some((crcs, offset)), Some((names, _))), _) => {
+                parse_extended_versions(crcs, offset, names).map_err(bad)?
+            }
+            (_, Some((data, offset))) => parse_versions(data, offset).map_err(bad)?,
+            (_, None) => Vec::new(),
         };
         let undefined = file
             .symbols()
@@ -175,6 +184,43 @@ fn parse_versions(data: &[u8], section_offset: u64) -> Result<Vec<VersionEntry>,
         .collect()
 }
 
+/// `__version_ext_crcs` (32-bit CRCs) and `__version_ext_names`
+/// (NUL-terminated names, no length limit), entry by entry.
+fn parse_extended_versions(
+    crcs: &[u8],
+    crcs_offset: u64,
+    names: &[u8],
+) -> Result<Vec<VersionEntry>, String> {
+    if !crcs.len().is_multiple_of(4) {
+        return Err(format!(
+            "__version_ext_crcs is {} bytes, not a multiple of 4",
+            crcs.len()
+        ));
+    }
+    let names: Vec<&[u8]> = match names.strip_suffix(b"\0") {
+        Some(names) => names.split(|&b| b == 0).collect(),
+        None if names.is_empty() => Vec::new(),
+        None => return Err("__version_ext_names does not end with NUL".into()),
+    };
+    if names.len() != crcs.len() / 4 {
+        return Err(format!(
+            "__version_ext_names has {} names for {} CRCs in __version_ext_crcs",
+            names.len(),
+            crcs.len() / 4
+        ));
+    }
+    Ok(crcs
+        .chunks_exact(4)
+        .zip(names)
+        .enumerate()
+        .map(|(index, (crc, name))| VersionEntry {
+            name: String::from_utf8_lossy(name).into_owned(),
+            crc: u32::from_le_bytes([crc[0], crc[1], crc[2], crc[3]]),
+            file_offset: crcs_offset + (index * 4) as u64,
+        })
+        .collect())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,6 +253,33 @@ mod tests {
         assert!(parse_versions(&[0; 63], 0).is_err());
         assert!(parse_versions(&[b'x'; 64], 0).is_err());
         assert!(parse_versions(&entry(1 << 40, "big"), 0).is_err());
+    }
+
+    #[test]
+    fn extended_versions_pair_crcs_with_names() {
+        let crcs = [0x1234_5678u32.to_le_bytes(), 0xdead_beefu32.to_le_bytes()].concat();
+        let long_name = "a".repeat(80); // longer than a __versions entry holds
+        let names = format!("_printk\0{long_name}\0");
+        let versions = parse_extended_versions(&crcs, 0x40, names.as_bytes()).unwrap();
+        assert_eq!(versions.len(), 2);
+        assert_eq!(
+            versions[1],
+            VersionEntry {
+                name: long_name,
+                crc: 0xdead_beef,
+                file_offset: 0x44
+            }
+        );
+        assert_eq!(versions[0].name, "_printk");
+    }
+
+    #[test]
+    fn malformed_extended_versions_are_errors() {
+        let crc = 1u32.to_le_bytes();
+        assert!(parse_extended_versions(&crc, 0, b"a\0b\0").is_err());
+        assert!(parse_extended_versions(&crc, 0, b"a").is_err());
+        assert!(parse_extended_versions(&crc[..3], 0, b"a\0").is_err());
+        assert_eq!(parse_extended_versions(&[], 0, b"").unwrap(), vec![]);
     }
 
     #[test]
