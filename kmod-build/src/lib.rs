@@ -11,7 +11,7 @@
 //! 3. build: [`Module`] runs in a module crate's `build.rs` (bindings, cfgs),
 //!    [`kbuild::link`] turns the Rust staticlib into a `.ko` with the tree's
 //!    own `make M=`;
-//! 4. check: [`ModuleInfo`] reads a `.ko` and [`check::versions`] compares
+//! 4. check: [`ModuleInfo`] reads a `.ko` and [`check()`] compares
 //!    it with the tree, as the kernel's loader would.
 
 mod bindings_cache;
@@ -36,6 +36,16 @@ pub use module::{check_libclang, Module};
 pub use rustflags::RustFlags;
 pub use symvers::{Export, ExportKind, Symvers};
 pub use tree::{no_tree_error, Compiler, KernelTree, Layout, SYSROOT_ENV};
+
+/// Reads the `.ko` (or `.ko.xz`) at `ko` and checks it as `tree`'s kernel
+/// would load it. For many modules against one tree, load a
+/// [`check::Kernel`] once and call [`check::check`].
+pub fn check(ko: &camino::Utf8Path, tree: &KernelTree) -> Result<check::Report> {
+    Ok(check::check(
+        &ModuleInfo::read(ko)?,
+        &check::Kernel::load(tree)?,
+    ))
+}
 
 /// The Rust target every module is compiled for.
 pub const RUST_TARGET: &str = "x86_64-unknown-none";

@@ -195,6 +195,30 @@ fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
     }
 }
 
+#[test]
+fn truncated_modules_are_errors_naming_the_file() {
+    let tree = &trees()[0];
+    let module = in_tree_module(tree);
+    let dir = tempdir();
+    let mut errors = 0;
+    // Every cut through the ELF header and section table, and some in between.
+    let cuts = (0..128).chain((128..module.len()).step_by(module.len() / 64));
+    for len in cuts {
+        let path = dir.join(format!("loop-{len}.ko"));
+        std::fs::write(&path, &module[..len]).unwrap();
+        match kmod_build::check(&path, tree) {
+            Ok(_) => {}
+            Err(error) => {
+                errors += 1;
+                let message = error.to_string();
+                assert!(message.starts_with(path.as_str()), "{message}");
+                assert_eq!(error.exit_code(), 4, "{message}");
+            }
+        }
+    }
+    assert!(errors >= 128, "only {errors} truncated copies were refused");
+}
+
 /// `bytes` with every `from` replaced by `to` (same length); there must be one.
 fn replace(bytes: &[u8], from: &[u8], to: &[u8]) -> Vec<u8> {
     assert_eq!(from.len(), to.len());
