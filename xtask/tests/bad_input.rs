@@ -111,7 +111,7 @@ fn no_tree_at_all() {
         &["hello"],
         &[("KMOD_BUILD_SYSROOT", sysroot.as_str())],
         3,
-        &["a kernel-devel tree", "apt-get install linux-headers-amd64"],
+        &["no kernel-devel tree found", "apt-get install linux-headers-amd64"],
     );
 }
 
