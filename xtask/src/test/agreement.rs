@@ -98,7 +98,7 @@ pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path, others: &[Utf8PathBu
         .map(|case| {
             let file = case.ko.file_name().unwrap_or_default();
             format!(
-                "section {0} insmod /modules/{file}\nsection {0}-log dmesg -c\nrmmod hello cimports 2>/dev/null\n",
+                "section {0} insmod /modules/{file}\nsection {0}-log dmesg -c\nrmmod hello 2>/dev/null; rmmod cimports 2>/dev/null\n",
                 case.name
             )
         })
