@@ -3,16 +3,32 @@
 //! Infallible `alloc` APIs (`Vec::push`, `Box::new`) panic when memory runs
 //! out; use `try_reserve` and [`try_box`] to get [`ENOMEM`] instead.
 //! Allocations use `GFP_KERNEL`, so they may sleep: not in atomic context
-//! (timer callbacks, spinlocked sections).
+//! (timer callbacks, spinlocked sections). The allocator counts live
+//! allocations, and [`module!`](crate::module!) reports a leak when the
+//! count is not back to zero after the module state was dropped.
 
 use alloc_crate::boxed::Box;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::c_void;
+use core::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::bindings;
 use crate::error::{Result, ENOMEM};
 
 struct Kmalloc;
+
+/// Allocations made and not yet freed.
+static LIVE: AtomicUsize = AtomicUsize::new(0);
+
+/// Logs an error if the module leaves allocations behind; `module!` calls
+/// it after dropping the module state, when nothing should be left.
+#[doc(hidden)]
+pub fn report_leaks() {
+    let live = LIVE.load(Ordering::Relaxed);
+    if live != 0 {
+        crate::pr_err!("memory leak: {live} allocation(s) still live after exit");
+    }
+}
 
 #[global_allocator]
 static ALLOCATOR: Kmalloc = Kmalloc;
@@ -20,7 +36,7 @@ static ALLOCATOR: Kmalloc = Kmalloc;
 /// The size to ask kmalloc for: it aligns every object to
 /// `ARCH_KMALLOC_MINALIGN`, and power-of-two sizes to their size.
 fn kmalloc_size(layout: Layout) -> usize {
-    if layout.align() <= bindings::ARCH_KMALLOC_MINALIGN as usize {
+    if layout.align() <= bindings::ARCH_KMALLOC_MINALIGN {
         layout.size()
     } else {
         layout.size().max(layout.align()).next_power_of_two()
@@ -45,10 +61,15 @@ unsafe fn krealloc(pointer: *const c_void, size: usize) -> *mut u8 {
 unsafe impl GlobalAlloc for Kmalloc {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
         // SAFETY: a null pointer asks for a new allocation.
-        unsafe { krealloc(core::ptr::null(), kmalloc_size(layout)) }
+        let pointer = unsafe { krealloc(core::ptr::null(), kmalloc_size(layout)) };
+        if !pointer.is_null() {
+            LIVE.fetch_add(1, Ordering::Relaxed);
+        }
+        pointer
     }
 
     unsafe fn dealloc(&self, pointer: *mut u8, _layout: Layout) {
+        LIVE.fetch_sub(1, Ordering::Relaxed);
         // SAFETY: `pointer` came from `alloc` or `realloc`.
         unsafe { bindings::kfree(pointer.cast()) }
     }

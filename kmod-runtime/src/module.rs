@@ -102,6 +102,7 @@ macro_rules! module {
         pub extern "C" fn cleanup_module() {
             // SAFETY: the kernel runs exit only after init succeeded, once.
             unsafe { (*(&raw mut __KMOD_STATE)).assume_init_drop() };
+            $crate::alloc::report_leaks();
         }
 
         // The kernel calls init/exit through pointers in `struct module`,

@@ -78,13 +78,10 @@ impl Param<charp> {
         Param(UnsafeCell::new(default.as_ptr().cast_mut()))
     }
 
-    /// The string, or `None` if `insmod` set it to nothing (`whom=`).
-    pub fn get(&self) -> Option<&CStr> {
-        // SAFETY: see `Sync`; the kernel stores a NUL-terminated copy or null.
-        unsafe {
-            let pointer = *self.0.get();
-            (!pointer.is_null()).then(|| CStr::from_ptr(pointer))
-        }
+    pub fn get(&self) -> &CStr {
+        // SAFETY: see `Sync`; the pointer is the default or the
+        // NUL-terminated copy `param_set_charp` made, never null.
+        unsafe { CStr::from_ptr(*self.0.get()) }
     }
 }
 

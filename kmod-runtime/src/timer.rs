@@ -41,10 +41,18 @@ impl Timer {
 
     /// Makes the timer call `owner.expired()`; `owner` is pinned, so it
     /// stays where the callback will look for it.
+    ///
+    /// # Panics
+    /// If the timer was already set up (it might be armed).
     pub fn setup<T: TimerCallback>(owner: Pin<&T>) {
         let timer = owner.timer();
-        // SAFETY: not armed yet, so nothing reads `owner` concurrently;
-        // timer_setup initializes the `timer_list` in place.
+        // SAFETY: nothing but `setup` writes the callback.
+        assert!(
+            unsafe { (*timer.list.get()).function.is_none() },
+            "timer set up twice"
+        );
+        // SAFETY: never set up, so never armed: nothing reads `owner`
+        // concurrently; timer_setup initializes the `timer_list` in place.
         unsafe {
             *timer.owner.get() = (&raw const *owner).cast();
             bindings::kmod_timer_setup(timer.list.get(), Some(expired::<T>));

@@ -32,11 +32,7 @@ impl kmod_runtime::Module for Params {
     fn init() -> Result<Self> {
         let greetings = params::greetings.get();
         let shout = params::shout.get();
-        // `whom=` (empty) gives no string at all.
-        let whom = match params::whom.get() {
-            Some(whom) => whom.to_str()?,
-            None => "nobody",
-        };
+        let whom = params::whom.get().to_str()?;
         pr_info!("greetings={greetings} shout={shout} whom={whom}");
         if !(0..=MAX_GREETINGS).contains(&greetings) {
             pr_err!("greetings={greetings} is not in 0..={MAX_GREETINGS}");

@@ -65,6 +65,11 @@ pub fn run(sh: &Shell, tree: &KernelTree) -> Result<()> {
         log.expect_section("lsmod")?.output
     );
     ensure_clean(kernel_log.lines())?;
+    // The runtime counts allocations and reports any left after exit.
+    ensure!(
+        !kernel_log.contains("memory leak"),
+        "an example leaked memory:\n{kernel_log}"
+    );
     eprintln!(
         "    {} ran the examples in {:.1}s",
         tree.release,
