@@ -90,7 +90,11 @@ pub mod macro_support {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
-    pr_emerg!("{info}");
+    // One line: printk would not prefix a continuation line.
+    match info.location() {
+        Some(location) => pr_emerg!("panicked at {location}: {}", info.message()),
+        None => pr_emerg!("panicked: {}", info.message()),
+    }
     // SAFETY: BUG() oopses and kills the calling task; the kernel goes on
     // (unless panic_on_oops), which is as safe as a failed assertion gets.
     unsafe { bindings::kmod_bug() }

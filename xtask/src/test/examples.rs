@@ -1,9 +1,10 @@
 //! The runtime's examples built for a kernel and exercised inside it: one
 //! boot loads, uses and unloads `params`, `chardev` and `ticker`, then the
-//! checks below read what the guest printed.
+//! checks below read what the guest printed. Another boot loads the
+//! `panics` fixture to see the panic handler at work.
 
 use anyhow::{ensure, Context, Result};
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use kmod_build::KernelTree;
 use xshell::Shell;
 
@@ -74,6 +75,36 @@ pub fn run(sh: &Shell, tree: &KernelTree) -> Result<()> {
         "    {} ran the examples in {:.1}s",
         tree.release,
         log.elapsed.as_secs_f64()
+    );
+    panic_handler(sh, tree, &vmlinuz).context("panic handler")
+}
+
+/// A panic in `init` logs where it happened and oopses the `insmod` task
+/// only: the kernel goes on running the script.
+fn panic_handler(sh: &Shell, tree: &KernelTree, vmlinuz: &Utf8Path) -> Result<()> {
+    let ko = build_module::build(sh, &ModuleCrate::find("panics")?, tree)?;
+    let log = Guest::new(vmlinuz).file(&ko).run(
+        "section insmod insmod /modules/panics.ko
+         section alive echo alive
+         section log dmesg -r
+",
+    )?;
+    ensure!(
+        log.expect_section("insmod")?.rc != 0,
+        "insmod of a module whose init panics succeeded"
+    );
+    expect_output(&log, &[("alive", "alive\n")])?;
+    let kernel_log = log.expect_section("log")?.output;
+    // KERN_EMERG (0), with the file and line of the out-of-bounds index.
+    ensure!(
+        kernel_log.lines().any(|line| line.starts_with("<0>[")
+            && line.contains("] panics: panicked at xtask/fixtures/panics/src/lib.rs:25:")
+            && line.ends_with(": index out of bounds: the len is 3 but the index is 7")),
+        "no panic message at KERN_EMERG in the kernel log:\n{kernel_log}"
+    );
+    ensure!(
+        kernel_log.contains("kernel BUG at") && !kernel_log.contains("Kernel panic"),
+        "no BUG() oops, or a kernel panic:\n{kernel_log}"
     );
     Ok(())
 }
