@@ -166,6 +166,7 @@ impl Module {
         }
 
         print!("{}", version_cfgs(tree.version()));
+        print!("{}", config_cfgs(&config));
         println!("cargo:rustc-env=KMOD_KERNEL_RELEASE={}", tree.release);
         Ok(())
     }
@@ -310,6 +311,22 @@ fn env_path(var: &str) -> Result<Utf8PathBuf> {
     Utf8PathBuf::from_path_buf(value.into()).map_err(|path| Error::NonUtf8Path { path })
 }
 
+/// `kernel_config = "CONFIG_FOO"` for every option the tree's config sets
+/// to `y`, `kernel_config = "CONFIG_FOO_MODULE"` for `m` (the names
+/// `autoconf.h` defines), so code can follow `#ifdef CONFIG_FOO`.
+fn config_cfgs(config: &crate::Config) -> String {
+    let mut out = "cargo:rustc-check-cfg=cfg(kernel_config, values(any()))\n".to_owned();
+    for (name, value) in config.iter() {
+        let cfg = match value {
+            "y" => name.to_owned(),
+            "m" => format!("{name}_MODULE"),
+            _ => continue,
+        };
+        let _ = writeln!(out, "cargo:rustc-cfg=kernel_config=\"{cfg}\"");
+    }
+    out
+}
+
 /// `kernel_ge="X.Y"` for every known version up to the tree's, declared
 /// for every known version so that `#[cfg(kernel_ge = "...")]` is checked.
 fn version_cfgs((major, minor, _): (u32, u32, u32)) -> String {
@@ -366,6 +383,17 @@ mod tests {
         let wrapper = module.wrapper();
         assert!(wrapper.contains("const gfp_t kmod_build_constant_GFP_KERNEL = GFP_KERNEL;\n"));
         assert!(wrapper.contains("void kmod_lock(spinlock_t *l);\n"));
+    }
+
+    #[test]
+    fn config_cfgs_follow_autoconf_names() {
+        let config =
+            crate::Config::parse("CONFIG_SMP=y\nCONFIG_EXT4_FS=m\nCONFIG_HZ=250\n").unwrap();
+        let cfgs = config_cfgs(&config);
+        assert!(cfgs.starts_with("cargo:rustc-check-cfg=cfg(kernel_config, values(any()))\n"));
+        assert!(cfgs.contains("cargo:rustc-cfg=kernel_config=\"CONFIG_SMP\"\n"));
+        assert!(cfgs.contains("cargo:rustc-cfg=kernel_config=\"CONFIG_EXT4_FS_MODULE\"\n"));
+        assert!(!cfgs.contains("CONFIG_HZ"));
     }
 
     #[test]

@@ -61,10 +61,12 @@ impl Timer {
 
     /// (Re-)arms the timer to expire in `milliseconds`.
     pub fn schedule(&self, milliseconds: u32) {
-        // SAFETY: `setup` initialized the timer; mod_timer may be called
-        // from any context, the callback included.
+        // SAFETY: `jiffies` is a word the timer interrupt updates, so it is
+        // read volatile, as C declares it; `setup` initialized the timer,
+        // and mod_timer may be called from any context, the callback too.
         unsafe {
-            let expires = bindings::jiffies + bindings::kmod_msecs_to_jiffies(milliseconds);
+            let now = (&raw const bindings::jiffies).read_volatile();
+            let expires = now + bindings::kmod_msecs_to_jiffies(milliseconds);
             bindings::mod_timer(self.list.get(), expires);
         }
     }
