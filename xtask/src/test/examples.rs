@@ -30,6 +30,7 @@ section chardev_read5_again sh -c 'dd bs=5 count=1 <&3 2>/dev/null'
 section chardev_read_rest sh -c 'cat <&3'
 section chardev_not_text sh -c "printf '\377' | dd 2>&1 >&3"
 section chardev_other_open sh -c 'printf other >/dev/chardev && cat /dev/chardev'
+section chardev_full sh -c "head -c 5000 /dev/zero | tr '\\0' a | dd bs=1000 2>&1 >/dev/chardev"
 section chardev_after sh -c 'printf "!" >&3 && cat <&3'
 exec 3>&-
 section chardev_unload rmmod chardev
@@ -201,6 +202,14 @@ fn chardev(log: &GuestLog, kernel_log: &str) -> Result<()> {
         "writing a non-UTF-8 byte: rc {}, {:?}",
         not_text.rc,
         not_text.output
+    );
+    // 4 KiB fit in one open file, the fifth 1000-byte write does not.
+    let full = log.expect_section("chardev_full")?;
+    ensure!(
+        full.rc != 0 && full.output.contains("No space left on device"),
+        "writing 5000 bytes: rc {}, {:?}",
+        full.rc,
+        full.output
     );
     expect_logged(kernel_log, 6, "] chardev: registered /dev/chardev")?;
     expect_logged(kernel_log, 6, "] chardev: removing /dev/chardev")?;
