@@ -32,7 +32,7 @@ pub use cflags::CFlags;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use modinfo::{ModuleInfo, VersionEntry};
-pub use module::{check_libclang, Module};
+pub use module::{check_libclang, Module, SHIM_FILE};
 pub use rustflags::RustFlags;
 pub use symvers::{Export, ExportKind, Symvers};
 pub use tree::{no_tree_error, Compiler, KernelTree, Layout, SYSROOT_ENV};

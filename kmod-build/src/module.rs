@@ -27,6 +27,12 @@ const KNOWN_MINORS: std::ops::RangeInclusive<u32> = 0..=20;
 /// ```
 /// The crate then includes `concat!(env!("OUT_DIR"), "/bindings.rs")`, and
 /// can use `#[cfg(kernel_ge = "6.12")]` for code that differs by version.
+///
+/// What bindgen cannot bind comes from the tree's headers too: a
+/// [`constant`](Module::constant) is evaluated by clang with the kernel's
+/// flags, and a [`helper`](Module::helper) is a C function written to
+/// `$OUT_DIR/`[`SHIM_FILE`], which `cargo xtask build-module` compiles with
+/// Kbuild as another object of the module.
 #[derive(Debug, Clone)]
 pub struct Module {
     name: String,
@@ -34,8 +40,22 @@ pub struct Module {
     functions: Vec<String>,
     types: Vec<String>,
     vars: Vec<String>,
+    constants: Vec<(String, String)>,
+    helpers: Vec<(String, String)>,
     tree: Option<KernelTree>,
 }
+
+/// The C shim a build script leaves in its `OUT_DIR` when it has helpers.
+pub const SHIM_FILE: &str = "kmod-shim.c";
+
+/// Each helper in the shim is compiled only if this prefix plus its name is
+/// defined: [`crate::kbuild::link`] defines it for the helpers the Rust
+/// code calls, so a module imports nothing for helpers it does not use.
+pub(crate) const SHIM_USE_PREFIX: &str = "KMOD_SHIM_USE_";
+
+/// Prefix of the C declarations that carry constants to bindgen; the
+/// bindings name them without it.
+const CONSTANT_PREFIX: &str = "kmod_build_constant_";
 
 impl Module {
     /// `name` is the module's name as the kernel will know it.
@@ -46,6 +66,8 @@ impl Module {
             functions: Vec::new(),
             types: Vec::new(),
             vars: Vec::new(),
+            constants: Vec::new(),
+            helpers: Vec::new(),
             tree: None,
         }
     }
@@ -73,6 +95,23 @@ impl Module {
         self
     }
 
+    /// A macro constant bindgen cannot bind (a cast such as `GFP_KERNEL`),
+    /// as a Rust constant of C type `c_type` with the value clang computes
+    /// from the tree's headers.
+    pub fn constant(mut self, name: &str, c_type: &str) -> Module {
+        self.constants.push((name.to_owned(), c_type.to_owned()));
+        self
+    }
+
+    /// A C function for the shim, for what only C can call: `static inline`
+    /// functions and function-like macros. `prototype` is its declaration
+    /// (bound like any allowed function), `body` its statements, e.g.
+    /// `.helper("void kmod_spin_lock_init(spinlock_t *lock)", "spin_lock_init(lock);")`.
+    pub fn helper(mut self, prototype: &str, body: &str) -> Module {
+        self.helpers.push((prototype.to_owned(), body.to_owned()));
+        self
+    }
+
     /// Builds against `tree` instead of the one the environment names.
     pub fn kernel(mut self, tree: KernelTree) -> Module {
         self.tree = Some(tree);
@@ -90,7 +129,8 @@ impl Module {
         }
     }
 
-    /// Generates `$OUT_DIR/bindings.rs` and prints the `cargo:` lines.
+    /// Generates `$OUT_DIR/bindings.rs` (and `$OUT_DIR/`[`SHIM_FILE`] when
+    /// there are helpers) and prints the `cargo:` lines.
     pub fn try_build(self) -> Result<()> {
         for var in [crate::KERNEL_ENV, "KDIR", crate::CACHE_ENV] {
             println!("cargo:rerun-if-env-changed={var}");
@@ -114,10 +154,60 @@ impl Module {
         let bindings = self.bindings(&cflags, &tree, &cache_dir)?;
         let path = out_dir.join("bindings.rs");
         std::fs::write(&path, bindings).map_err(|e| Error::io(&path, e))?;
+        let shim = out_dir.join(SHIM_FILE);
+        if self.helpers.is_empty() {
+            match std::fs::remove_file(&shim) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(Error::io(&shim, e))
+                }
+                _ => {}
+            }
+        } else {
+            std::fs::write(&shim, self.shim()?).map_err(|e| Error::io(&shim, e))?;
+        }
 
         print!("{}", version_cfgs(tree.version()));
+        print!("{}", config_cfgs(&config));
         println!("cargo:rustc-env=KMOD_KERNEL_RELEASE={}", tree.release);
         Ok(())
+    }
+
+    fn includes(&self) -> String {
+        self.headers
+            .iter()
+            .map(|h| format!("#include <{h}>\n"))
+            .collect()
+    }
+
+    /// The header bindgen reads: the includes, the constants as `const`
+    /// variables clang evaluates, the helpers' prototypes.
+    fn wrapper(&self) -> String {
+        let mut out = self.includes();
+        for (name, c_type) in &self.constants {
+            let _ = writeln!(out, "const {c_type} {CONSTANT_PREFIX}{name} = {name};");
+        }
+        for (prototype, _) in &self.helpers {
+            let _ = writeln!(out, "{prototype};");
+        }
+        out
+    }
+
+    /// The C shim: the helpers' definitions, compiled by Kbuild, each
+    /// only when the module uses it (see [`SHIM_USE_PREFIX`]).
+    fn shim(&self) -> Result<String> {
+        let mut out = format!(
+            "// Generated by kmod-build for {}: C helpers the Rust code calls.\n{}",
+            self.name,
+            self.includes()
+        );
+        for (prototype, body) in &self.helpers {
+            let name = helper_name(prototype)?;
+            let _ = write!(
+                out,
+                "\n#ifdef {SHIM_USE_PREFIX}{name}\n{prototype};\n{prototype}\n{{\n\t{body}\n}}\n#endif\n"
+            );
+        }
+        Ok(out)
     }
 
     /// The bindings from the shared cache, or from bindgen (then cached);
@@ -139,7 +229,7 @@ impl Module {
         })
         .collect();
         let key = (
-            &self.headers,
+            self.wrapper(),
             &self.functions,
             &self.types,
             &self.vars,
@@ -168,11 +258,7 @@ impl Module {
         clang_args: Vec<String>,
         included: IncludedFiles,
     ) -> Result<String> {
-        let wrapper: String = self
-            .headers
-            .iter()
-            .map(|h| format!("#include <{h}>\n"))
-            .collect();
+        let wrapper = self.wrapper();
         let mut builder = bindgen::Builder::default()
             .header_contents("kmod-build-wrapper.h", &wrapper)
             .clang_args(clang_args)
@@ -181,7 +267,14 @@ impl Module {
             .layout_tests(false)
             .generate_comments(false)
             .derive_default(true)
-            .parse_callbacks(Box::new(included));
+            .parse_callbacks(Box::new(included))
+            .parse_callbacks(Box::new(StripConstantPrefix));
+        for (name, _) in &self.constants {
+            builder = builder.allowlist_var(format!("{CONSTANT_PREFIX}{name}"));
+        }
+        for (prototype, _) in &self.helpers {
+            builder = builder.allowlist_function(helper_name(prototype)?);
+        }
         for pattern in &self.functions {
             builder = builder.allowlist_function(pattern);
         }
@@ -200,6 +293,29 @@ impl Module {
         })?;
         Ok(bindings.to_string())
     }
+}
+
+/// Names the constants' declarations as the C macros they stand for.
+#[derive(Debug)]
+struct StripConstantPrefix;
+
+impl bindgen::callbacks::ParseCallbacks for StripConstantPrefix {
+    fn item_name(&self, item: bindgen::callbacks::ItemInfo) -> Option<String> {
+        item.name.strip_prefix(CONSTANT_PREFIX).map(String::from)
+    }
+}
+
+/// The function name in a C prototype: the identifier before the `(`.
+fn helper_name(prototype: &str) -> Result<&str> {
+    prototype
+        .split('(')
+        .next()
+        .and_then(|head| {
+            head.rsplit(|c: char| !(c.is_alphanumeric() || c == '_'))
+                .next()
+        })
+        .filter(|name| !name.is_empty() && prototype.contains('('))
+        .ok_or_else(|| Error::Bindgen(format!("helper `{prototype}` is not a C prototype")))
 }
 
 /// Loads libclang (for bindgen) or says which package provides it.
@@ -241,6 +357,22 @@ fn env_path(var: &str) -> Result<Utf8PathBuf> {
     Utf8PathBuf::from_path_buf(value.into()).map_err(|path| Error::NonUtf8Path { path })
 }
 
+/// `kernel_config = "CONFIG_FOO"` for every option the tree's config sets
+/// to `y`, `kernel_config = "CONFIG_FOO_MODULE"` for `m` (the names
+/// `autoconf.h` defines), so code can follow `#ifdef CONFIG_FOO`.
+fn config_cfgs(config: &crate::Config) -> String {
+    let mut out = "cargo:rustc-check-cfg=cfg(kernel_config, values(any()))\n".to_owned();
+    for (name, value) in config.iter() {
+        let cfg = match value {
+            "y" => name.to_owned(),
+            "m" => format!("{name}_MODULE"),
+            _ => continue,
+        };
+        let _ = writeln!(out, "cargo:rustc-cfg=kernel_config=\"{cfg}\"");
+    }
+    out
+}
+
 /// `kernel_ge="X.Y"` for every known version up to the tree's, declared
 /// for every known version so that `#[cfg(kernel_ge = "...")]` is checked.
 fn version_cfgs((major, minor, _): (u32, u32, u32)) -> String {
@@ -266,6 +398,49 @@ fn version_cfgs((major, minor, _): (u32, u32, u32)) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn helper_names_come_from_prototypes() {
+        assert_eq!(
+            helper_name("unsigned long kmod_copy_to_user(void __user *to, const void *from)")
+                .unwrap(),
+            "kmod_copy_to_user"
+        );
+        assert_eq!(
+            helper_name("void *kmod_alloc(size_t n)").unwrap(),
+            "kmod_alloc"
+        );
+        assert!(helper_name("int x").is_err());
+    }
+
+    #[test]
+    fn shim_defines_every_helper_after_the_includes() {
+        let module = Module::new("m")
+            .header("linux/spinlock.h")
+            .constant("GFP_KERNEL", "gfp_t")
+            .helper("void kmod_lock(spinlock_t *l)", "spin_lock(l);");
+        let shim = module.shim().unwrap();
+        assert!(shim.contains("#include <linux/spinlock.h>\n"));
+        assert!(shim.contains(
+            "#ifdef KMOD_SHIM_USE_kmod_lock\nvoid kmod_lock(spinlock_t *l);\n\
+             void kmod_lock(spinlock_t *l)\n{\n\tspin_lock(l);\n}\n#endif\n"
+        ));
+        assert!(!shim.contains("GFP_KERNEL"));
+        let wrapper = module.wrapper();
+        assert!(wrapper.contains("const gfp_t kmod_build_constant_GFP_KERNEL = GFP_KERNEL;\n"));
+        assert!(wrapper.contains("void kmod_lock(spinlock_t *l);\n"));
+    }
+
+    #[test]
+    fn config_cfgs_follow_autoconf_names() {
+        let config =
+            crate::Config::parse("CONFIG_SMP=y\nCONFIG_EXT4_FS=m\nCONFIG_HZ=250\n").unwrap();
+        let cfgs = config_cfgs(&config);
+        assert!(cfgs.starts_with("cargo:rustc-check-cfg=cfg(kernel_config, values(any()))\n"));
+        assert!(cfgs.contains("cargo:rustc-cfg=kernel_config=\"CONFIG_SMP\"\n"));
+        assert!(cfgs.contains("cargo:rustc-cfg=kernel_config=\"CONFIG_EXT4_FS_MODULE\"\n"));
+        assert!(!cfgs.contains("CONFIG_HZ"));
+    }
 
     #[test]
     fn version_cfgs_enable_up_to_the_tree() {

@@ -319,7 +319,7 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
         "Compiling",
         &format!("{name} ({release}): core, bindings, crate"),
     );
-    compile(sh, crate_, tree, &RustFlags::for_config(&kernel.config))?;
+    let shims = compile(sh, crate_, tree, &RustFlags::for_config(&kernel.config))?;
     let staticlib = out.join(format!(
         "cargo/{}/kmod/lib{}.a",
         kmod_build::RUST_TARGET,
@@ -327,7 +327,13 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
     ));
 
     status::step("Linking", &format!("{name}.ko ({release})"));
-    let linked = kbuild::link(tree, name, &staticlib, &out.join("kbuild").join(name))?;
+    let linked = kbuild::link(
+        tree,
+        name,
+        &staticlib,
+        &shims,
+        &out.join("kbuild").join(name),
+    )?;
     if !linked.warnings.is_empty() {
         bail!(
             "{name}.ko ({release}): Kbuild warned, so the module was not installed at {ko}:\n  {}",
@@ -371,24 +377,43 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
     Ok(ko)
 }
 
-/// `cargo build` of the staticlib with `core` rebuilt under the tree's
-/// codegen (the kernel's own Rust build uses RUSTC_BOOTSTRAP for the same
-/// unstable flags on stable compilers).
-fn compile(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree, flags: &RustFlags) -> Result<()> {
+/// `cargo build` of the staticlib with `core` and `alloc` rebuilt under the
+/// tree's codegen (the kernel's own Rust build uses RUSTC_BOOTSTRAP for the
+/// same unstable flags on stable compilers). Returns the C shims the build
+/// scripts of this build left in their `OUT_DIR`s.
+fn compile(
+    sh: &Shell,
+    crate_: &ModuleCrate,
+    tree: &KernelTree,
+    flags: &RustFlags,
+) -> Result<Vec<Utf8PathBuf>> {
     let manifest = project_root().join("Cargo.toml");
     let target_dir = crate_.output_dir(tree).join("cargo");
     let cache = crate_.target_dir.join("kmod/cache");
     let (name, target) = (&crate_.name, kmod_build::RUST_TARGET);
-    cmd!(sh, "cargo build --quiet --manifest-path {manifest} -p {name} --profile kmod --target {target} -Zbuild-std=core,compiler_builtins --target-dir {target_dir}")
+    let messages = cmd!(sh, "cargo build --quiet --message-format=json-render-diagnostics --manifest-path {manifest} -p {name} --profile kmod --target {target} -Zbuild-std=core,alloc,compiler_builtins --target-dir {target_dir}")
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_ENCODED_RUSTFLAGS", flags.encoded())
         .env_remove("RUSTFLAGS")
         .env(kmod_build::KERNEL_ENV, &tree.path)
         .env(kmod_build::CACHE_ENV, &cache)
         .quiet()
-        .run()
+        .read()
         .with_context(|| format!("compiling {name} for {}", tree.release))?;
-    Ok(())
+    // Cargo reports every build script of the build, fresh or not, with
+    // its OUT_DIR: only this build's shims are linked, never stale ones.
+    let mut shims = Vec::new();
+    for message in cargo_metadata::Message::parse_stream(messages.as_bytes()) {
+        if let cargo_metadata::Message::BuildScriptExecuted(script) =
+            message.context("reading cargo's JSON messages")?
+        {
+            let shim = script.out_dir.join(kmod_build::SHIM_FILE);
+            if shim.is_file() {
+                shims.push(shim);
+            }
+        }
+    }
+    Ok(shims)
 }
 
 fn remove_if_exists(path: &Utf8Path) -> Result<()> {

@@ -11,6 +11,7 @@ use crate::build_module::{self, ModuleCrate};
 use crate::qemu::Guest;
 
 mod agreement;
+mod examples;
 use crate::{project_root, status};
 
 #[derive(clap::Args)]
@@ -80,6 +81,10 @@ pub fn run(args: &Args) -> Result<()> {
             format!("boot::check_agrees_with_kernel::{}", tree.release),
             result,
         );
+    }
+    for tree in &trees {
+        let result = examples::run(&sh, tree);
+        results.record(format!("boot::examples::{}", tree.release), result);
     }
     if args.fuzz_seconds > 0 {
         // After the boot tests: their broken modules seed the `.ko` target.

@@ -111,7 +111,10 @@ fn no_tree_at_all() {
         &["hello"],
         &[("KMOD_BUILD_SYSROOT", sysroot.as_str())],
         3,
-        &["no kernel-devel tree found", "apt-get install linux-headers-amd64"],
+        &[
+            "no kernel-devel tree found",
+            "apt-get install linux-headers-amd64",
+        ],
     );
 }
 

@@ -1,0 +1,83 @@
+//! A kernel timer that fires every 100 ms and counts its ticks in a
+//! spinlock-protected counter, which `/proc/ticker` shows. Unloading
+//! removes the file (waiting for readers), then stops the timer (waiting
+//! for a running callback) before the counter is freed.
+#![no_std]
+
+extern crate alloc;
+
+use alloc::boxed::Box;
+use core::fmt::{self, Write};
+
+use kmod_runtime::alloc::try_box;
+use kmod_runtime::procfs::{ProcFile, SeqFile, Show};
+use kmod_runtime::sync::SpinLock;
+use kmod_runtime::timer::{Timer, TimerCallback};
+use kmod_runtime::{pr_info, Result};
+
+kmod_runtime::module! {
+    type: Ticker,
+    name: "ticker",
+    license: "GPL",
+    author: "kmod-build developers",
+    description: "A timer-driven counter shown in /proc/ticker",
+    params: {
+        period_ms: int = 100, "Milliseconds between ticks (1 to 10000)";
+    },
+}
+
+struct Ticker {
+    file: ProcFile<Counter>,
+}
+
+/// Shared by the timer callback (softirq) and `/proc` readers (process
+/// context): the spinlock disables interrupts while held.
+struct Counter {
+    // Dropped first: the timer stops before the rest goes away.
+    timer: Timer,
+    period_ms: u32,
+    ticks: SpinLock<u64>,
+}
+
+// SAFETY: `timer` is a field of `Counter`.
+unsafe impl TimerCallback for Counter {
+    fn timer(&self) -> &Timer {
+        &self.timer
+    }
+
+    fn expired(&self) {
+        *self.ticks.lock() += 1;
+        self.timer.schedule(self.period_ms);
+    }
+}
+
+impl Show for Counter {
+    fn show(&self, file: &mut SeqFile) -> fmt::Result {
+        let ticks = *self.ticks.lock();
+        writeln!(file, "ticks: {ticks}\nperiod_ms: {}", self.period_ms)
+    }
+}
+
+impl kmod_runtime::Module for Ticker {
+    fn init() -> Result<Self> {
+        let period_ms = params::period_ms.get().clamp(1, 10_000) as u32;
+        let counter = Box::into_pin(try_box(Counter {
+            timer: Timer::new(),
+            period_ms,
+            ticks: SpinLock::new(0),
+        })?);
+        Timer::setup(counter.as_ref());
+        counter.timer.schedule(period_ms);
+        // On failure `counter` is dropped, which stops the timer.
+        let file = ProcFile::create(c"ticker", counter)?;
+        pr_info!("ticking every {period_ms} ms in /proc/ticker");
+        Ok(Ticker { file })
+    }
+}
+
+impl Drop for Ticker {
+    fn drop(&mut self) {
+        let ticks = *self.file.data().ticks.lock();
+        pr_info!("stopping after {ticks} ticks");
+    }
+}

@@ -1,0 +1,66 @@
+//! Bindings and the C shim of the runtime, generated from the tree that
+//! `cargo xtask build-module` names in `KMOD_BUILD_KERNEL`: every module's
+//! target directory is per release, so the bindings of two kernels never mix.
+fn main() {
+    kmod_build::Module::new("kmod_runtime")
+        .header("linux/module.h")
+        .header("linux/moduleparam.h")
+        .header("linux/printk.h")
+        .header("linux/slab.h")
+        .header("linux/uaccess.h")
+        .header("linux/spinlock.h")
+        .header("linux/mutex.h")
+        .header("linux/miscdevice.h")
+        .header("linux/fs.h")
+        .header("linux/timer.h")
+        .header("linux/jiffies.h")
+        .header("linux/proc_fs.h")
+        .header("linux/seq_file.h")
+        .header("linux/bug.h")
+        .header("linux/version.h")
+        .allow_function("_printk")
+        // 6.10 renamed the allocator's entry points behind `alloc_hooks`.
+        .allow_function("krealloc|krealloc_noprof|kfree")
+        .allow_function("misc_register|misc_deregister")
+        .allow_function("mutex_unlock|mod_timer|timer_shutdown_sync")
+        .allow_function("proc_create_single_data|remove_proc_entry|seq_write")
+        .allow_type("file_operations|miscdevice|kernel_param")
+        .allow_var("__this_module|param_ops_(int|bool|charp)|jiffies")
+        .allow_var("KERN_(EMERG|ALERT|CRIT|ERR|WARNING|NOTICE|INFO|DEBUG)")
+        .allow_var("LINUX_VERSION_CODE|MISC_DYNAMIC_MINOR")
+        .allow_var("E(PERM|NOENT|INTR|IO|NXIO|AGAIN|NOMEM|FAULT|BUSY|EXIST|NODEV|INVAL|NOSPC|RANGE|OVERFLOW)")
+        .constant("GFP_KERNEL", "gfp_t")
+        .constant("ARCH_KMALLOC_MINALIGN", "size_t")
+        .helper(
+            "unsigned long kmod_copy_to_user(void __user *to, const void *from, unsigned long n)",
+            "return copy_to_user(to, from, n);",
+        )
+        .helper(
+            "unsigned long kmod_copy_from_user(void *to, const void __user *from, unsigned long n)",
+            "return copy_from_user(to, from, n);",
+        )
+        .helper(
+            "void kmod_spin_lock_init(spinlock_t *lock)",
+            "spin_lock_init(lock);",
+        )
+        .helper(
+            "unsigned long kmod_spin_lock_irqsave(spinlock_t *lock)",
+            "unsigned long flags;\n\tspin_lock_irqsave(lock, flags);\n\treturn flags;",
+        )
+        .helper(
+            "void kmod_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)",
+            "spin_unlock_irqrestore(lock, flags);",
+        )
+        .helper("void kmod_mutex_init(struct mutex *lock)", "mutex_init(lock);")
+        .helper("void kmod_mutex_lock(struct mutex *lock)", "mutex_lock(lock);")
+        .helper(
+            "void kmod_timer_setup(struct timer_list *timer, void (*callback)(struct timer_list *))",
+            "timer_setup(timer, callback, 0);",
+        )
+        .helper(
+            "unsigned long kmod_msecs_to_jiffies(unsigned int ms)",
+            "return msecs_to_jiffies(ms);",
+        )
+        .helper("void __noreturn kmod_bug(void)", "BUG();")
+        .build();
+}

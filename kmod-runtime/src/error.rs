@@ -1,0 +1,50 @@
+//! Errors as the kernel knows them: errno values.
+
+use core::ffi::c_int;
+
+use crate::bindings;
+
+/// A kernel error: a positive errno, returned to C negated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Error(c_int);
+
+pub type Result<T = (), E = Error> = core::result::Result<T, E>;
+
+impl Error {
+    /// The negative errno C callers expect.
+    pub fn to_errno(self) -> c_int {
+        -self.0
+    }
+
+    /// A kernel function's return value: negative is an errno.
+    pub fn from_return(value: c_int) -> Result<c_int> {
+        if value < 0 {
+            Err(Error(-value))
+        } else {
+            Ok(value)
+        }
+    }
+}
+
+impl From<alloc_crate::collections::TryReserveError> for Error {
+    fn from(_: alloc_crate::collections::TryReserveError) -> Error {
+        ENOMEM
+    }
+}
+
+impl From<core::str::Utf8Error> for Error {
+    fn from(_: core::str::Utf8Error) -> Error {
+        EINVAL
+    }
+}
+
+macro_rules! errnos {
+    ($($name:ident),+) => {
+        $(pub const $name: Error = Error(bindings::$name as c_int);)+
+    };
+}
+
+errnos!(
+    EPERM, ENOENT, EINTR, EIO, ENXIO, EAGAIN, ENOMEM, EFAULT, EBUSY, EEXIST, ENODEV, EINVAL,
+    ENOSPC, ERANGE, EOVERFLOW
+);

@@ -1,0 +1,231 @@
+//! Misc devices: `/dev/<name>` with a [`File`] state per open file.
+
+use alloc_crate::boxed::Box;
+use alloc_crate::vec::Vec;
+use core::cell::UnsafeCell;
+use core::ffi::{c_char, c_int, c_void, CStr};
+use core::marker::PhantomData;
+use core::pin::Pin;
+
+use crate::alloc::try_box;
+use crate::error::{Error, Result, EFAULT};
+use crate::sync::Mutex;
+use crate::{bindings, this_module};
+
+/// What each `open` of the device gets. The runtime keeps it in the file
+/// behind a [`Mutex`], so calls on one file never overlap, and drops it on
+/// the last `close` (`release`).
+pub trait File: Sized + Send {
+    fn open() -> Result<Self>;
+    /// Fills `to` (up to `to.len()` bytes); what was written is returned to
+    /// `read(2)`, so nothing written means end of file.
+    fn read(&mut self, to: &mut UserSliceWriter) -> Result;
+    /// Takes bytes from `from`; what was taken is returned to `write(2)`.
+    fn write(&mut self, from: &mut UserSliceReader) -> Result;
+}
+
+/// A `read(2)` buffer in user memory.
+pub struct UserSliceWriter {
+    pointer: *mut c_void,
+    remaining: usize,
+    written: usize,
+}
+
+impl UserSliceWriter {
+    /// Room left in the user's buffer.
+    pub fn len(&self) -> usize {
+        self.remaining
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// Copies all of `data` to the user; [`EFAULT`] if it does not fit or
+    /// the user's memory is not writable.
+    pub fn write(&mut self, data: &[u8]) -> Result {
+        if data.len() > self.remaining {
+            return Err(EFAULT);
+        }
+        // SAFETY: copy_to_user checks the user range itself; `data` is valid.
+        let missed = unsafe {
+            bindings::kmod_copy_to_user(self.pointer, data.as_ptr().cast(), data.len() as _)
+        };
+        if missed != 0 {
+            return Err(EFAULT);
+        }
+        // SAFETY: still within (or one past) the user's buffer.
+        self.pointer = unsafe { self.pointer.byte_add(data.len()) };
+        self.remaining -= data.len();
+        self.written += data.len();
+        Ok(())
+    }
+}
+
+/// A `write(2)` buffer in user memory.
+pub struct UserSliceReader {
+    pointer: *const c_void,
+    remaining: usize,
+    read: usize,
+}
+
+impl UserSliceReader {
+    /// Bytes not yet taken.
+    pub fn len(&self) -> usize {
+        self.remaining
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.remaining == 0
+    }
+
+    /// Appends everything left to `into`: [`ENOMEM`](crate::error::ENOMEM)
+    /// if it cannot grow, [`EFAULT`] if the user's memory is not readable.
+    pub fn read_all(&mut self, into: &mut Vec<u8>) -> Result {
+        into.try_reserve(self.remaining)?;
+        let start = into.len();
+        // SAFETY: the reservation makes room for `remaining` bytes after
+        // `start`; copy_from_user zeroes what it could not copy.
+        let missed = unsafe {
+            let target = into.as_mut_ptr().add(start);
+            bindings::kmod_copy_from_user(target.cast(), self.pointer, self.remaining as _)
+        };
+        if missed != 0 {
+            return Err(EFAULT);
+        }
+        // SAFETY: the bytes up to `start + remaining` are initialized.
+        unsafe { into.set_len(start + self.remaining) };
+        self.read += self.remaining;
+        self.remaining = 0;
+        Ok(())
+    }
+}
+
+/// A registered misc device; deregistered (its `/dev` node removed) when
+/// dropped. Open files keep the module loaded (`owner`), so none outlives it.
+pub struct Registration<T: File> {
+    device: Pin<Box<UnsafeCell<bindings::miscdevice>>>,
+    _file: PhantomData<T>,
+}
+
+// SAFETY: the kernel owns the registered device; Rust only deregisters it.
+unsafe impl<T: File> Sync for Registration<T> {}
+unsafe impl<T: File> Send for Registration<T> {}
+
+impl<T: File> Registration<T> {
+    /// Registers `/dev/<name>` with a dynamic minor.
+    pub fn register(name: &'static CStr) -> Result<Self> {
+        let device = Box::into_pin(try_box(UnsafeCell::new(bindings::miscdevice {
+            minor: bindings::MISC_DYNAMIC_MINOR as c_int,
+            name: name.as_ptr(),
+            fops: Vtable::<T>::build(),
+            ..Default::default()
+        }))?);
+        // SAFETY: the device is pinned on the heap until `drop` deregisters it.
+        Error::from_return(unsafe { bindings::misc_register(device.get()) })?;
+        Ok(Registration {
+            device,
+            _file: PhantomData,
+        })
+    }
+}
+
+impl<T: File> Drop for Registration<T> {
+    fn drop(&mut self) {
+        // SAFETY: registered in `register`.
+        unsafe { bindings::misc_deregister(self.device.get()) };
+    }
+}
+
+struct Vtable<T>(PhantomData<T>);
+
+impl<T: File> Vtable<T> {
+    // The functions' addresses are in this table, so objtool sees them
+    // taken and keeps their ENDBR under IBT.
+    const FOPS: bindings::file_operations = bindings::file_operations {
+        owner: this_module(),
+        open: Some(open::<T>),
+        read: Some(read::<T>),
+        write: Some(write::<T>),
+        release: Some(release::<T>),
+        // SAFETY: all-zero is C's `{}`: null pointers and no callback.
+        ..unsafe { core::mem::zeroed() }
+    };
+
+    fn build() -> &'static bindings::file_operations {
+        &Self::FOPS
+    }
+}
+
+/// The state `open` put in the file.
+///
+/// # Safety
+/// `file` is an open file of a device registered with `Vtable::<T>`.
+unsafe fn state<'a, T>(file: *mut bindings::file) -> &'a Mutex<T> {
+    // SAFETY: see above; `open` stored a pinned `Mutex<T>` there.
+    unsafe { &*(*file).private_data.cast::<Mutex<T>>() }
+}
+
+unsafe extern "C" fn open<T: File>(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> c_int {
+    match T::open().and_then(Mutex::new_boxed) {
+        Ok(state) => {
+            // SAFETY: the file is being opened; misc_open put the device in
+            // `private_data`, which is ours to replace. The Box stays
+            // pinned: `release` only drops it.
+            unsafe {
+                (*file).private_data = Box::into_raw(Pin::into_inner_unchecked(state)).cast()
+            };
+            0
+        }
+        Err(error) => error.to_errno(),
+    }
+}
+
+unsafe extern "C" fn read<T: File>(
+    file: *mut bindings::file,
+    buffer: *mut c_char,
+    length: usize,
+    _offset: *mut bindings::loff_t,
+) -> isize {
+    let mut to = UserSliceWriter {
+        pointer: buffer.cast(),
+        remaining: length,
+        written: 0,
+    };
+    // SAFETY: the VFS calls read on a file `open` succeeded for.
+    match unsafe { state::<T>(file) }.lock().read(&mut to) {
+        Ok(()) => to.written as isize,
+        Err(error) => error.to_errno() as isize,
+    }
+}
+
+unsafe extern "C" fn write<T: File>(
+    file: *mut bindings::file,
+    buffer: *const c_char,
+    length: usize,
+    _offset: *mut bindings::loff_t,
+) -> isize {
+    let mut from = UserSliceReader {
+        pointer: buffer.cast(),
+        remaining: length,
+        read: 0,
+    };
+    // SAFETY: as in `read`.
+    match unsafe { state::<T>(file) }.lock().write(&mut from) {
+        Ok(()) => from.read as isize,
+        Err(error) => error.to_errno() as isize,
+    }
+}
+
+unsafe extern "C" fn release<T: File>(
+    _inode: *mut bindings::inode,
+    file: *mut bindings::file,
+) -> c_int {
+    // SAFETY: the last reference to the file is gone; take back the Box
+    // `open` leaked.
+    drop(unsafe { Box::from_raw((*file).private_data.cast::<Mutex<T>>()) });
+    0
+}

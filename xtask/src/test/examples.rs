@@ -1,0 +1,253 @@
+//! The runtime's examples built for a kernel and exercised inside it: one
+//! boot loads, uses and unloads `params`, `chardev` and `ticker`, then the
+//! checks below read what the guest printed. Another boot loads the
+//! `panics` fixture to see the panic handler at work.
+
+use anyhow::{ensure, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use kmod_build::KernelTree;
+use xshell::Shell;
+
+use super::ensure_clean;
+use crate::build_module::{self, ModuleCrate};
+use crate::qemu::{Guest, GuestLog};
+
+const EXAMPLES: &[&str] = &["params", "chardev", "ticker"];
+
+const SCRIPT: &str = r#"
+section params_refused insmod /modules/params.ko greetings=99
+section params_load insmod /modules/params.ko greetings=3 shout=1 whom=kernel
+section params_sysfs sh -c 'for p in greetings shout whom; do echo "$p=$(cat /sys/module/params/parameters/$p)"; done'
+section params_unload rmmod params
+section params_gone ls -d /sys/module/params
+
+section chardev_load insmod /modules/chardev.ko
+section chardev_node ls -l /dev/chardev
+exec 3<>/dev/chardev
+section chardev_write sh -c "printf 'hello, chardev' >&3"
+section chardev_read5 sh -c 'dd bs=5 count=1 <&3 2>/dev/null'
+section chardev_read5_again sh -c 'dd bs=5 count=1 <&3 2>/dev/null'
+section chardev_read_rest sh -c 'cat <&3'
+section chardev_not_text sh -c "printf '\377' | dd 2>&1 >&3"
+section chardev_other_open sh -c 'printf other >/dev/chardev && cat /dev/chardev'
+section chardev_full sh -c "head -c 5000 /dev/zero | tr '\\0' a | dd bs=1000 2>&1 >/dev/chardev"
+section chardev_after sh -c 'printf "!" >&3 && cat <&3'
+exec 3>&-
+section chardev_unload rmmod chardev
+section chardev_gone ls -d /dev/chardev /sys/module/chardev
+
+section ticker_load insmod /modules/ticker.ko period_ms=50
+sleep 1
+section ticker_first cat /proc/ticker
+sleep 1
+section ticker_second cat /proc/ticker
+section ticker_unload rmmod ticker
+sleep 0.5
+section ticker_gone ls -d /proc/ticker /sys/module/ticker
+section lsmod lsmod
+section log dmesg -r
+"#;
+
+/// Builds the examples for `tree`, boots it once and checks each one.
+pub fn run(sh: &Shell, tree: &KernelTree) -> Result<()> {
+    let vmlinuz = Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release));
+    let mut guest = Guest::new(&vmlinuz);
+    for name in EXAMPLES {
+        let ko = build_module::build(sh, &ModuleCrate::find(name)?, tree)?;
+        guest.file(&ko);
+    }
+    let log = guest.run(SCRIPT)?;
+    let kernel_log = log.expect_section("log")?.output;
+    params(&log, kernel_log).context("params")?;
+    chardev(&log, kernel_log).context("chardev")?;
+    ticker(&log, kernel_log).context("ticker")?;
+    ensure!(
+        log.expect_section("lsmod")?.output.lines().count() <= 1,
+        "modules left loaded:\n{}",
+        log.expect_section("lsmod")?.output
+    );
+    ensure_clean(kernel_log.lines())?;
+    // The runtime counts allocations and reports any left after exit.
+    ensure!(
+        !kernel_log.contains("memory leak"),
+        "an example leaked memory:\n{kernel_log}"
+    );
+    eprintln!(
+        "    {} ran the examples in {:.1}s",
+        tree.release,
+        log.elapsed.as_secs_f64()
+    );
+    panic_handler(sh, tree, &vmlinuz).context("panic handler")
+}
+
+/// A panic in `init` logs where it happened and oopses the `insmod` task
+/// only: the kernel goes on running the script.
+fn panic_handler(sh: &Shell, tree: &KernelTree, vmlinuz: &Utf8Path) -> Result<()> {
+    let ko = build_module::build(sh, &ModuleCrate::find("panics")?, tree)?;
+    let log = Guest::new(vmlinuz).file(&ko).run(
+        "section insmod insmod /modules/panics.ko
+         section alive echo alive
+         section log dmesg -r
+",
+    )?;
+    ensure!(
+        log.expect_section("insmod")?.rc != 0,
+        "insmod of a module whose init panics succeeded"
+    );
+    expect_output(&log, &[("alive", "alive\n")])?;
+    let kernel_log = log.expect_section("log")?.output;
+    // KERN_EMERG (0), with the file and line of the out-of-bounds index.
+    ensure!(
+        kernel_log.lines().any(|line| line.starts_with("<0>[")
+            && line.contains("] panics: panicked at xtask/fixtures/panics/src/lib.rs:25:")
+            && line.ends_with(": index out of bounds: the len is 3 but the index is 7")),
+        "no panic message at KERN_EMERG in the kernel log:\n{kernel_log}"
+    );
+    ensure!(
+        kernel_log.contains("kernel BUG at") && !kernel_log.contains("Kernel panic"),
+        "no BUG() oops, or a kernel panic:\n{kernel_log}"
+    );
+    Ok(())
+}
+
+/// Sections that must have succeeded and printed exactly `expected`.
+fn expect_output(log: &GuestLog, checks: &[(&str, &str)]) -> Result<()> {
+    for (section, expected) in checks {
+        let found = log.expect_section(section)?;
+        ensure!(
+            found.rc == 0 && found.output == *expected,
+            "{section}: expected {expected:?} (rc 0), got {:?} (rc {})",
+            found.output,
+            found.rc
+        );
+    }
+    Ok(())
+}
+
+/// Sections that must have failed, e.g. `ls` of what unloading removed.
+fn expect_failure(log: &GuestLog, sections: &[&str]) -> Result<()> {
+    for section in sections {
+        let found = log.expect_section(section)?;
+        ensure!(found.rc != 0, "{section} succeeded:\n{}", found.output);
+    }
+    Ok(())
+}
+
+/// A `dmesg -r` line at `level` (6 is KERN_INFO) ending with `message`.
+fn expect_logged(kernel_log: &str, level: u8, message: &str) -> Result<()> {
+    ensure!(
+        kernel_log
+            .lines()
+            .any(|line| line.starts_with(&format!("<{level}>[")) && line.ends_with(message)),
+        "no `<{level}>... {message}` in the kernel log:\n{kernel_log}"
+    );
+    Ok(())
+}
+
+fn params(log: &GuestLog, kernel_log: &str) -> Result<()> {
+    // busybox insmod exits with init_module(2)'s errno: EINVAL is 22.
+    let refused = log.expect_section("params_refused")?;
+    ensure!(refused.rc == 22, "greetings=99: insmod rc {}", refused.rc);
+    expect_logged(kernel_log, 3, "] params: greetings=99 is not in 0..=10")?;
+    expect_output(
+        log,
+        &[
+            ("params_load", ""),
+            ("params_sysfs", "greetings=3\nshout=Y\nwhom=kernel\n"),
+            ("params_unload", ""),
+        ],
+    )?;
+    expect_logged(
+        kernel_log,
+        6,
+        "] params: greetings=3 shout=true whom=kernel",
+    )?;
+    for number in 1..=3 {
+        expect_logged(
+            kernel_log,
+            6,
+            &format!("] params: {number}/3: HELLO, KERNEL"),
+        )?;
+    }
+    expect_logged(kernel_log, 6, "] params: unloaded")?;
+    expect_failure(log, &["params_gone"])
+}
+
+fn chardev(log: &GuestLog, kernel_log: &str) -> Result<()> {
+    let node = log.expect_section("chardev_node")?;
+    ensure!(
+        node.rc == 0 && node.output.starts_with('c'),
+        "/dev/chardev is not a character device: {}",
+        node.output
+    );
+    expect_output(
+        log,
+        &[
+            ("chardev_load", ""),
+            ("chardev_write", ""),
+            // Partial reads continue where the last one stopped.
+            ("chardev_read5", "hello"),
+            ("chardev_read5_again", ", cha"),
+            ("chardev_read_rest", "rdev"),
+            // Another open file has its own, empty, text.
+            ("chardev_other_open", ""),
+            // The refused write left the first file's text as it was.
+            ("chardev_after", "!"),
+            ("chardev_unload", ""),
+        ],
+    )?;
+    let not_text = log.expect_section("chardev_not_text")?;
+    ensure!(
+        not_text.rc != 0 && not_text.output.contains("Invalid argument"),
+        "writing a non-UTF-8 byte: rc {}, {:?}",
+        not_text.rc,
+        not_text.output
+    );
+    // 4 KiB fit in one open file, the fifth 1000-byte write does not.
+    let full = log.expect_section("chardev_full")?;
+    ensure!(
+        full.rc != 0 && full.output.contains("No space left on device"),
+        "writing 5000 bytes: rc {}, {:?}",
+        full.rc,
+        full.output
+    );
+    expect_logged(kernel_log, 6, "] chardev: registered /dev/chardev")?;
+    expect_logged(kernel_log, 6, "] chardev: removing /dev/chardev")?;
+    expect_failure(log, &["chardev_gone"])
+}
+
+fn ticker(log: &GuestLog, kernel_log: &str) -> Result<()> {
+    expect_output(log, &[("ticker_load", ""), ("ticker_unload", "")])?;
+    let ticks = |section: &str| -> Result<u64> {
+        let output = log.expect_section(section)?.output;
+        output
+            .lines()
+            .find_map(|line| line.strip_prefix("ticks: ")?.parse().ok())
+            .with_context(|| format!("{section}: no `ticks: N` in {output:?}"))
+    };
+    let (first, second) = (ticks("ticker_first")?, ticks("ticker_second")?);
+    ensure!(
+        0 < first && first < second,
+        "the counter did not advance: {first}, then {second}"
+    );
+    expect_logged(
+        kernel_log,
+        6,
+        "] ticker: ticking every 50 ms in /proc/ticker",
+    )?;
+    let stopped = kernel_log
+        .lines()
+        .find_map(|line| {
+            line.split("] ticker: stopping after ")
+                .nth(1)?
+                .strip_suffix(" ticks")?
+                .parse::<u64>()
+                .ok()
+        })
+        .context("no `ticker: stopping after N ticks` in the kernel log")?;
+    ensure!(
+        stopped >= second,
+        "stopped after {stopped} ticks, fewer than the {second} read before"
+    );
+    expect_failure(log, &["ticker_gone"])
+}
