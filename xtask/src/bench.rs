@@ -154,14 +154,14 @@ fn build_rust(sh: &Shell, trees: &[KernelTree]) -> Result<()> {
     Ok(())
 }
 
-/// Forgets everything of hello's own build for `tree`, keeping what any
+/// Forgets hello's and the runtime's builds for `tree`, keeping what any
 /// module reuses: `core`, the probed flags, the bindings cache.
 fn clean_rust(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> {
     let out = hello.output_dir(tree);
     let target_dir = out.join("cargo");
     let manifest = project_root().join("Cargo.toml");
     let target = kmod_build::RUST_TARGET;
-    cmd!(sh, "cargo clean --quiet -p hello --manifest-path {manifest} --target-dir {target_dir} --target {target} --profile kmod")
+    cmd!(sh, "cargo clean --quiet -p hello -p kmod-runtime --manifest-path {manifest} --target-dir {target_dir} --target {target} --profile kmod")
         .quiet()
         .run()?;
     for path in [out.join("kbuild/hello"), hello.ko_path(tree)] {

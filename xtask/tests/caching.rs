@@ -1,6 +1,7 @@
 //! What makes repeated builds fast actually holds: a second `build-module`
-//! with nothing changed runs neither cargo nor make, and a module rebuilt
-//! after `cargo clean` reuses the shared bindings instead of running bindgen.
+//! with nothing changed runs neither cargo nor make, and a module and its
+//! runtime rebuilt after `cargo clean` reuse the shared bindings instead of
+//! running bindgen.
 //! Timings belong to `cargo xtask bench`; this only checks what is reused.
 
 use std::collections::BTreeMap;
@@ -97,7 +98,9 @@ fn bindings_survive_cargo_clean() {
         .join(&tree.release)
         .join("cargo");
     let status = Command::new(env!("CARGO"))
-        .args(["clean", "--quiet", "-p", "hello", "--profile", "kmod"])
+        // The runtime's build script is the one that runs bindgen.
+        .args(["clean", "--quiet", "-p", "hello", "-p", "kmod-runtime"])
+        .args(["--profile", "kmod"])
         .args(["--target", kmod_build::RUST_TARGET, "--target-dir"])
         .arg(&target_dir)
         .current_dir(workspace())
