@@ -34,14 +34,7 @@ struct Row {
 pub fn run(args: &Args) -> Result<()> {
     ensure!(args.runs > 0, "--runs must be at least 1");
     let sh = Shell::new()?;
-    let trees = if args.kernels.is_empty() {
-        KernelTree::installed()
-    } else {
-        build_module::select_trees(&args.kernels)?
-    };
-    if trees.is_empty() {
-        return Err(kmod_build::no_tree_error().into());
-    }
+    let trees = build_module::trees_or_every_installed(&args.kernels)?;
     let hello = ModuleCrate::find("hello")?;
     // Warm the caches the "warm" cases assume: core, flags, bindings.
     status::step("Warming", "core, flags and bindings for every tree");

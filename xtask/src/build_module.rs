@@ -96,6 +96,20 @@ fn build_all(crate_: &ModuleCrate, trees: &[&KernelTree]) -> Result<()> {
     }
 }
 
+/// `--kernel` values, or every installed tree (for tests and benchmarks,
+/// which cover all kernels rather than the running one).
+pub fn trees_or_every_installed(specs: &[String]) -> Result<Vec<KernelTree>> {
+    let trees = if specs.is_empty() {
+        KernelTree::installed()
+    } else {
+        select_trees(specs)?
+    };
+    if trees.is_empty() {
+        return Err(kmod_build::no_tree_error().into());
+    }
+    Ok(trees)
+}
+
 /// `--kernel` values, or the default choice, said out loud.
 pub fn select_trees(specs: &[String]) -> Result<Vec<KernelTree>> {
     if !specs.is_empty() {

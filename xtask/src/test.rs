@@ -45,14 +45,7 @@ pub fn run(args: &Args) -> Result<()> {
         status::step("Running", "cargo test (library and xtask)");
         cmd!(sh, "cargo test --quiet").run()?;
     }
-    let trees = if args.kernels.is_empty() {
-        KernelTree::installed()
-    } else {
-        build_module::select_trees(&args.kernels)?
-    };
-    if trees.is_empty() {
-        return Err(kmod_build::no_tree_error().into());
-    }
+    let trees = build_module::trees_or_every_installed(&args.kernels)?;
     let hello = ModuleCrate::find("hello")?;
     let mut results = Results::default();
     for tree in &trees {
