@@ -21,6 +21,7 @@ pub mod mitigations;
 mod modinfo;
 mod module;
 mod rustflags;
+pub mod signature;
 mod symvers;
 mod tree;
 
@@ -30,6 +31,7 @@ pub use error::{Error, Result};
 pub use modinfo::{ModuleInfo, VersionEntry};
 pub use module::{check_libclang, Module};
 pub use rustflags::RustFlags;
+pub use signature::Signature;
 pub use symvers::{Export, ExportKind, Symvers};
 pub use tree::{no_tree_error, KernelTree, SYSROOT_ENV};
 

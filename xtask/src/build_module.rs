@@ -5,7 +5,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use kmod_build::{check, kbuild, KernelTree, ModuleInfo, RustFlags};
 use xshell::{cmd, Shell};
 
-use crate::{prerequisites, project_root, status};
+use crate::{prerequisites, project_root, sign, status};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,16 +18,40 @@ pub struct Args {
     /// Never install missing system packages; say which command would.
     #[arg(long)]
     pub no_install: bool,
+    /// Build for every installed tree (and any `--kernel`), going on past a
+    /// kernel that fails; a summary at the end, non-zero exit if any failed.
+    #[arg(long)]
+    pub all_kernels: bool,
+    /// Sign each module with the tree's sign-file (`--key`/`--cert`, by
+    /// default the pair `cargo xtask gen-key` made).
+    #[arg(long)]
+    pub sign: bool,
+    #[arg(long, requires = "sign", value_name = "KEY.pem", default_value_t = signing_dir().join("signing_key.pem"))]
+    pub key: Utf8PathBuf,
+    #[arg(long, requires = "sign", value_name = "CERT", default_value_t = signing_dir().join("signing_key.x509"))]
+    pub cert: Utf8PathBuf,
+}
+
+fn signing_dir() -> Utf8PathBuf {
+    project_root().join("target/kmod/signing")
 }
 
 pub fn run(args: &Args) -> Result<()> {
     let sh = Shell::new()?;
     prerequisites::ensure(&sh, !args.no_install)?;
     let crate_ = ModuleCrate::find(&args.module)?;
-    let trees = select_trees(&args.kernels)?;
+    if args.sign {
+        // Fail before a long build, naming the file at fault.
+        kmod_build::signature::load_certificate(&args.cert)?;
+        sign::check_key(&args.key)?;
+    }
     let started = std::time::Instant::now();
+    if args.all_kernels {
+        return build_all(&sh, &crate_, args, started);
+    }
+    let trees = select_trees(&args.kernels)?;
     for tree in &trees {
-        build(&sh, &crate_, tree)?;
+        build_and_sign(&sh, &crate_, tree, args)?;
     }
     status::step(
         "Finished",
@@ -39,6 +63,95 @@ pub fn run(args: &Args) -> Result<()> {
         ),
     );
     Ok(())
+}
+
+/// `build`, then `sign` if asked; a module that fails to sign is removed.
+fn build_and_sign(
+    sh: &Shell,
+    crate_: &ModuleCrate,
+    tree: &KernelTree,
+    args: &Args,
+) -> Result<Utf8PathBuf> {
+    let ko = build(sh, crate_, tree)?;
+    if args.sign {
+        if let Err(error) = sign::sign(sh, &ko, &args.key, &args.cert, tree, &ko) {
+            remove_if_exists(&ko)?;
+            return Err(error);
+        }
+    }
+    Ok(ko)
+}
+
+/// `--all-kernels`: one result per tree, a summary table, and the first
+/// failure (with its exit code) if any failed.
+fn build_all(
+    sh: &Shell,
+    crate_: &ModuleCrate,
+    args: &Args,
+    started: std::time::Instant,
+) -> Result<()> {
+    let mut trees = KernelTree::installed();
+    for spec in &args.kernels {
+        let tree = KernelTree::select(spec)?;
+        if !trees.contains(&tree) {
+            trees.push(tree);
+        }
+    }
+    if trees.is_empty() {
+        return Err(kmod_build::no_tree_error().into());
+    }
+    let results: Vec<(&KernelTree, Result<Utf8PathBuf>)> = trees
+        .iter()
+        .map(|tree| {
+            let result = build_and_sign(sh, crate_, tree, args);
+            if let Err(error) = &result {
+                status::error(&format!("{} ({}): {error:#}", crate_.name, tree.release));
+            }
+            (tree, result)
+        })
+        .collect();
+    let width = trees.iter().map(|t| t.release.len()).max().unwrap_or(0);
+    status::step("Summary", &format!("{} per kernel:", crate_.name));
+    for (tree, result) in &results {
+        let (outcome, detail) = match result {
+            Ok(ko) => ("ok", ko.to_string()),
+            // The first line names the file or check at fault.
+            Err(error) => (
+                "FAILED",
+                format!("{error:#}").lines().next().unwrap_or("").to_owned(),
+            ),
+        };
+        eprintln!(
+            "{outcome:>12} {:width$}  {} {detail}",
+            tree.release, tree.path
+        );
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(tree, _)| tree.release.as_str())
+        .collect();
+    let total = results.len();
+    let first_error = results.into_iter().find_map(|(_, r)| r.err());
+    match first_error {
+        None => {
+            status::step(
+                "Finished",
+                &format!(
+                    "{} for {total} kernel(s) in {:.1}s",
+                    crate_.name,
+                    started.elapsed().as_secs_f64()
+                ),
+            );
+            Ok(())
+        }
+        Some(error) => Err(error.context(format!(
+            "{} failed for {} of {total} kernel(s) ({}); first failure",
+            crate_.name,
+            failed.len(),
+            failed.join(", ")
+        ))),
+    }
 }
 
 /// `--kernel` values, or the default choice, said out loud.

@@ -2,8 +2,10 @@
 
 mod build_module;
 mod check_module;
+mod gen_key;
 mod prerequisites;
 mod qemu;
+mod sign;
 mod status;
 mod test;
 
@@ -27,6 +29,10 @@ enum Command {
     BuildModule(build_module::Args),
     /// Predict, offline, whether a .ko loads on a kernel, with the kernel's reasons.
     CheckModule(check_module::Args),
+    /// Sign a module with the tree's sign-file and CONFIG_MODULE_SIG_HASH.
+    Sign(sign::Args),
+    /// Generate a module signing key pair ready for `mokutil --import`.
+    GenKey(gen_key::Args),
     /// Run the whole test suite: unit tests, then every example built and
     /// loaded in QEMU by each installed kernel.
     Test(test::Args),
@@ -37,6 +43,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::BuildModule(args) => build_module::run(&args),
         Command::CheckModule(args) => check_module::run(&args),
+        Command::Sign(args) => sign::run(&args),
+        Command::GenKey(args) => gen_key::run(&args),
         Command::Test(args) => test::run(&args),
     };
     match result {
