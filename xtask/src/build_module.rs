@@ -121,10 +121,7 @@ fn build_all(
                 format!("{error:#}").lines().next().unwrap_or("").to_owned(),
             ),
         };
-        eprintln!(
-            "{outcome:>12} {:width$}  {} {detail}",
-            tree.release, tree.path
-        );
+        eprintln!("{outcome:>12} {:width$}  {detail}", tree.release);
     }
     let failed: Vec<&str> = results
         .iter()
@@ -188,6 +185,9 @@ pub fn select_trees(specs: &[String]) -> Result<Vec<KernelTree>> {
 pub struct ModuleCrate {
     /// Package name, which is also the module's name.
     pub name: String,
+    pub version: String,
+    /// The directory of its Cargo.toml.
+    pub manifest_dir: Utf8PathBuf,
     target_dir: Utf8PathBuf,
 }
 
@@ -211,6 +211,12 @@ impl ModuleCrate {
         {
             Some(package) if is_module(package) => Ok(ModuleCrate {
                 name: name.to_owned(),
+                version: package.version.to_string(),
+                manifest_dir: package
+                    .manifest_path
+                    .parent()
+                    .unwrap_or(&package.manifest_path)
+                    .to_owned(),
                 target_dir: metadata.target_directory.clone(),
             }),
             found => {
