@@ -141,9 +141,19 @@ fn run_sign_file(
     if output.status.success() {
         return Ok(());
     }
-    // sign-file prints OpenSSL's error queue; its first line names the problem.
+    // sign-file prints OpenSSL's error queue (`- SSL error:...: key values
+    // mismatch: <source>`) between lines that name only its own code.
     let stderr = String::from_utf8_lossy(&output.stderr);
-    let why = stderr.lines().find(|l| !l.trim().is_empty()).unwrap_or("");
+    let lines: Vec<&str> = stderr
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .collect();
+    let why = lines
+        .iter()
+        .find_map(|line| line.strip_prefix("- SSL "))
+        .or(lines.last().copied())
+        .unwrap_or("no message");
     Err(Error::BadInput {
         path: key.to_owned(),
         why: format!("{sign_file} could not sign with this key and {cert}: {why}"),
