@@ -2,6 +2,7 @@
 
 mod build_module;
 mod check_module;
+mod dkms;
 mod gen_key;
 mod prerequisites;
 mod qemu;
@@ -33,6 +34,8 @@ enum Command {
     Sign(sign::Args),
     /// Generate a module signing key pair ready for `mokutil --import`.
     GenKey(gen_key::Args),
+    /// Write a DKMS source package of a module crate that builds offline.
+    Dkms(dkms::Args),
     /// Run the whole test suite: unit tests, then every example built and
     /// loaded in QEMU by each installed kernel.
     Test(test::Args),
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::CheckModule(args) => check_module::run(&args),
         Command::Sign(args) => sign::run(&args),
         Command::GenKey(args) => gen_key::run(&args),
+        Command::Dkms(args) => dkms::run(&args),
         Command::Test(args) => test::run(&args),
     };
     match result {
