@@ -11,6 +11,7 @@ use crate::build_module::{self, ModuleCrate};
 use crate::qemu::Guest;
 
 mod agreement;
+mod ship;
 use crate::{project_root, status};
 
 #[derive(clap::Args)]
@@ -78,6 +79,7 @@ pub fn run(args: &Args) -> Result<()> {
             result,
         );
     }
+    ship::run(&sh, &trees, &hello, &mut results);
     results.finish()
 }
 

@@ -2,7 +2,7 @@
 //! signs and verifies; a missing key, a file that is no certificate and a
 //! key that does not match the certificate each fail with one line naming
 //! the file, exit code 2, and leave the module as it was with no
-//! `.partial` file.
+//! `.partial` file. `build-module --sign` signs what it builds.
 
 use std::process::Command;
 
@@ -114,4 +114,46 @@ fn sign_with_good_and_bad_inputs() {
         cert.as_str(),
     ]);
     assert_eq!(code, 0, "{stderr}");
+}
+
+/// Builds into the workspace's `target/kmod/<release>` (warm after the
+/// other tests), as `--all-kernels` does.
+#[test]
+fn build_module_signs_what_it_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = Utf8Path::from_path(dir.path()).unwrap();
+    let (tree, _, key, cert) = setup(dir);
+    let (key, cert) = (key.as_str(), cert.as_str());
+    let missing = dir.join("missing.pem");
+    let args = ["build-module", "hello", "--kernel", &tree.release, "--sign"];
+    let (code, stderr) = xtask(&[&args[..], &["--key", missing.as_str(), "--cert", cert]].concat());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        !stderr.contains("Compiling"),
+        "built before checking the key: {stderr}"
+    );
+
+    let (code, stderr) = xtask(&[&args[..], &["--key", key, "--cert", cert]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let signed = stderr
+        .lines()
+        .find_map(|line| line.trim_start().strip_prefix("Signed "))
+        .unwrap_or_else(|| panic!("no Signed line in {stderr}"));
+    let ko = Utf8Path::new(signed.split(':').next().unwrap());
+    assert!(
+        ko.as_str()
+            .ends_with(&format!("kmod/{}/hello.ko", tree.release)),
+        "{signed}"
+    );
+    let info = kmod_build::ModuleInfo::read(ko).unwrap();
+    let mut summary = kmod_build::signature::Summary::of(&info);
+    summary.verify(
+        &info,
+        &kmod_build::signature::load_certificate(Utf8Path::new(cert)).unwrap(),
+    );
+    assert_eq!(
+        summary.verified,
+        kmod_build::signature::Verified::Yes,
+        "{summary}"
+    );
 }
