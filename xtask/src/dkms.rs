@@ -36,8 +36,9 @@ pub fn run(args: &Args) -> Result<()> {
     let package = package(&sh, &crate_, &args.out_dir)?;
     status::step("Packaged", package.as_str());
     println!(
-        "Install it for every kernel, now and after upgrades:\n\
-         \n    sudo dkms add {package}\n    sudo dkms install {}/{}\n",
+        "Register it, then build and install it for each installed kernel\n\
+         (AUTOINSTALL rebuilds it for kernels installed later):\n\
+         \n    sudo dkms add {package}\n    sudo dkms install {}/{} -k <release>\n",
         crate_.name, crate_.version
     );
     Ok(())

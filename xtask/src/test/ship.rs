@@ -277,10 +277,16 @@ impl DkmsPackage {
     /// `dkms remove` for every kernel, and the copy in /usr/src.
     fn remove(&self, sh: &Shell) -> Result<()> {
         let id = self.id();
-        cmd!(sh, "dkms remove {id} --all")
-            .quiet()
-            .ignore_stdout()
-            .run()?;
+        // dkms reads the compiler from `.comment`, which Rust modules lack:
+        // it warns on stderr, so only a failure shows what it said.
+        let removed = cmd!(sh, "dkms remove {id} --all")
+            .ignore_status()
+            .output()?;
+        ensure!(
+            removed.status.success(),
+            "dkms remove {id} --all failed:\n{}",
+            String::from_utf8_lossy(&removed.stderr)
+        );
         self.remove_source()
     }
 
