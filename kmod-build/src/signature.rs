@@ -2,8 +2,8 @@
 //! (CMS `SignedData`, detached) message, a `struct module_signature`
 //! (`include/linux/module_signature.h`) and the marker
 //! `~Module signature appended~\n`. The kernel verifies it against its
-//! trusted keys; here it is read, and verified against a certificate the
-//! caller names.
+//! trusted keys; here it is read, and verified (RSA or ECDSA P-256/P-384)
+//! against a certificate the caller names.
 
 use camino::Utf8Path;
 use cms::cert::IssuerAndSerialNumber;
@@ -155,22 +155,71 @@ impl Signature {
             .as_deref()
             .ok_or_else(|| format!("digest algorithm {} is not supported here", self.hash))?;
         let spki = &tbs.subject_public_key_info;
-        if spki.algorithm.oid != rfc5912::RSA_ENCRYPTION {
-            return Err(format!(
-                "the certificate's key is {}, only RSA is supported here",
-                oid_name(&spki.algorithm.oid)
-            ));
+        let key = spki.subject_public_key.raw_bytes();
+        let matches = match spki.algorithm.oid {
+            rfc5912::RSA_ENCRYPTION => RsaPublicKey::from_pkcs1_der(key)
+                .map_err(|e| format!("the certificate's RSA key: {e}"))?
+                .verify(padding(&self.hash), digest, &self.value)
+                .is_ok(),
+            rfc5912::ID_EC_PUBLIC_KEY => {
+                let curve = spki
+                    .algorithm
+                    .parameters
+                    .as_ref()
+                    .and_then(|p| p.decode_as::<der::asn1::ObjectIdentifier>().ok());
+                verify_ecdsa(curve, key, digest, &self.value)?
+            }
+            other => {
+                return Err(format!(
+                "the certificate's key is {}: only RSA and ECDSA (P-256, P-384) are supported here",
+                oid_name(&other)
+            ))
+            }
+        };
+        if matches {
+            Ok(())
+        } else {
+            Err(format!(
+                "the {} signature does not match the module's {} digest: the module or its signature changed after signing",
+                self.algorithm, self.hash
+            ))
         }
-        let key = RsaPublicKey::from_pkcs1_der(spki.subject_public_key.raw_bytes())
-            .map_err(|e| format!("the certificate's RSA key: {e}"))?;
-        key.verify(padding(&self.hash), digest, &self.value)
-            .map_err(|_| {
-                format!(
-                    "the RSA signature does not match the module's {} digest: the module or its signature changed after signing",
-                    self.hash
-                )
-            })
     }
+}
+
+/// Whether the DER `(r, s)` signature over `digest` verifies with the SEC1
+/// public key `key` on `curve`.
+fn verify_ecdsa(
+    curve: Option<der::asn1::ObjectIdentifier>,
+    key: &[u8],
+    digest: &[u8],
+    signature: &[u8],
+) -> Result<bool, String> {
+    use p256::ecdsa::signature::hazmat::PrehashVerifier;
+    let bad_key = |e: p256::ecdsa::Error| format!("the certificate's EC key: {e}");
+    let bad_signature = |e: p256::ecdsa::Error| format!("the ECDSA signature: {e}");
+    Ok(match curve {
+        Some(rfc5912::SECP_256_R_1) => p256::ecdsa::VerifyingKey::from_sec1_bytes(key)
+            .map_err(bad_key)?
+            .verify_prehash(
+                digest,
+                &p256::ecdsa::Signature::from_der(signature).map_err(bad_signature)?,
+            )
+            .is_ok(),
+        Some(rfc5912::SECP_384_R_1) => p384::ecdsa::VerifyingKey::from_sec1_bytes(key)
+            .map_err(bad_key)?
+            .verify_prehash(
+                digest,
+                &p384::ecdsa::Signature::from_der(signature).map_err(bad_signature)?,
+            )
+            .is_ok(),
+        other => {
+            return Err(format!(
+                "the certificate's curve is {}: only P-256 and P-384 are supported here",
+                other.map_or("unnamed".into(), |oid| oid_name(&oid))
+            ))
+        }
+    })
 }
 
 /// The signature section of a check report.

@@ -112,3 +112,58 @@ fn an_unparseable_signature_is_refused_with_ebadmsg() {
     assert_eq!(report.verdict, Verdict::Refused("EBADMSG"), "{report}");
     assert_eq!(report.findings[0].check, check::Check::Signature);
 }
+
+/// The tree's own `sign-file` with an ECDSA key (as Debian's 6.12 signs
+/// its modules): the signature verifies against its certificate, and no
+/// longer once a byte of the module changed.
+#[test]
+fn ecdsa_signatures_verify() {
+    let tree = KernelTree::installed().remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let dir = Utf8Path::from_path(dir.path()).unwrap();
+    let module = in_tree_module(&tree, dir);
+    let bytes = std::fs::read(&module).unwrap();
+    let info = ModuleInfo::parse(&module, &bytes).unwrap();
+    let Some(Ok(distro)) = &info.signature else {
+        panic!("{module} is not signed");
+    };
+    std::fs::write(&module, &bytes[..distro.signed_len]).unwrap();
+    let (key, cert) = (dir.join("ec.key"), dir.join("ec.pem"));
+    let output = Command::new("openssl")
+        .args(["req", "-new", "-x509", "-newkey", "ec", "-pkeyopt"])
+        .args([
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=ec test/",
+        ])
+        .args(["-keyout", key.as_str(), "-out", cert.as_str()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "openssl req: {output:?}");
+    let sign_file = tree.path.join("scripts/sign-file");
+    let output = Command::new(&sign_file)
+        .args(["sha256", key.as_str(), cert.as_str(), module.as_str()])
+        .output()
+        .unwrap();
+    assert!(output.status.success(), "{sign_file}: {output:?}");
+
+    let cert = signature::load_certificate(&cert).unwrap();
+    let signed = std::fs::read(&module).unwrap();
+    let verified = |bytes: &[u8]| {
+        let info = ModuleInfo::parse(&module, bytes).unwrap();
+        let mut summary = Summary::of(&info);
+        summary.verify(&info, &cert);
+        summary
+    };
+    let summary = verified(&signed);
+    assert_eq!(summary.verified, Verified::Yes, "{summary}");
+    assert_eq!(summary.algorithm.as_deref(), Some("ecdsa-with-SHA256"));
+    let mut tampered = signed.clone();
+    tampered[10] ^= 0xff;
+    let summary = verified(&tampered);
+    assert!(
+        matches!(&summary.verified, Verified::No(why) if why.contains("does not match")),
+        "{summary}"
+    );
+}
