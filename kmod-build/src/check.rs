@@ -165,19 +165,26 @@ pub fn check(module: &ModuleInfo, kernel: &Kernel) -> Report {
     }
 }
 
-/// `module_sig_check()`: a signature the kernel cannot parse is fatal even
-/// when signatures are not enforced.
+/// `module_sig_check()`: a malformed signature is fatal even when
+/// signatures are not enforced; one of a kind the kernel does not support
+/// is only left unverified.
 fn unreadable_signature(module: &ModuleInfo) -> Option<Finding> {
-    let Some(Err(why)) = &module.signature else {
+    let Some(Err(unreadable)) = &module.signature else {
         return None;
     };
+    let fatal = unreadable.errno == "EBADMSG";
     Some(Finding {
         check: Check::Signature,
-        errno: Some("EBADMSG"),
+        errno: fatal.then_some(unreadable.errno),
         subject: "module signature".into(),
         expected: "a PKCS#7 signature".into(),
-        found: why.clone(),
-        kernel_says: "(nothing; insmod: Bad message)".into(),
+        found: unreadable.why.clone(),
+        kernel_says: if fatal {
+            "(nothing; insmod: Bad message)".into()
+        } else {
+            // mod_verify_sig() names every module "module" here.
+            "module: not signed with expected PKCS#7 message".into()
+        },
     })
 }
 

@@ -33,8 +33,8 @@ pub struct ModuleInfo {
     pub relocation_types: BTreeMap<u32, String>,
     /// Whether a module signature is appended to the file.
     pub signed: bool,
-    /// The appended signature, or why the kernel could not parse it.
-    pub signature: Option<Result<Signature, String>>,
+    /// The appended signature, or why the kernel could not use it.
+    pub signature: Option<Result<Signature, signature::Unreadable>>,
     /// Size of `.gnu.linkonce.this_module`: the `struct module` it was built with.
     pub this_module_size: Option<u64>,
     /// Code that would break each mitigation a kernel may turn on; a check

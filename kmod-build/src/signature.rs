@@ -62,29 +62,50 @@ pub struct Signature {
 
 impl Signature {
     /// The signature appended to `module`: `None` without the marker, an
-    /// error (the kernel's EBADMSG) when what precedes it is malformed.
-    pub fn find(module: &[u8]) -> Option<Result<Signature, String>> {
+    /// error when the kernel could not use it.
+    pub fn find(module: &[u8]) -> Option<Result<Signature, Unreadable>> {
         let rest = module.strip_suffix(MARKER)?;
         Some(Signature::parse(rest))
     }
 
-    fn parse(rest: &[u8]) -> Result<Signature, String> {
+    /// `mod_check_sig()`'s checks, in its order, then the PKCS#7 parse.
+    fn parse(rest: &[u8]) -> Result<Signature, Unreadable> {
+        let bad = |why: String| Unreadable {
+            errno: "EBADMSG",
+            why,
+        };
         let info_at = rest
             .len()
             .checked_sub(INFO_LEN)
-            .ok_or("the module is shorter than a struct module_signature")?;
+            .filter(|&at| at > 0)
+            .ok_or_else(|| bad("the module is no longer than a struct module_signature".into()))?;
         let info = &rest[info_at..];
+        let sig_len = u32::from_be_bytes(info[8..12].try_into().expect("4 bytes")) as usize;
+        if sig_len >= info_at {
+            return Err(bad(format!(
+                "sig_len {sig_len} is not shorter than the module"
+            )));
+        }
         if info[2] != PKEY_ID_PKCS7 {
-            return Err(format!(
-                "key identifier type {} (only PKCS#7, type {PKEY_ID_PKCS7}, is supported)",
-                info[2]
+            return Err(Unreadable {
+                errno: "ENOPKG",
+                why: format!(
+                    "key identifier type {} (only PKCS#7, type {PKEY_ID_PKCS7}, is supported)",
+                    info[2]
+                ),
+            });
+        }
+        if info[..8].iter().enumerate().any(|(i, &b)| i != 2 && b != 0) {
+            return Err(bad(
+                "PKCS#7 signature info has unexpected non-zero params".into()
             ));
         }
-        let sig_len = u32::from_be_bytes(info[8..12].try_into().expect("4 bytes")) as usize;
-        let signed_len = info_at
-            .checked_sub(sig_len)
-            .ok_or_else(|| format!("sig_len {sig_len} is longer than the module"))?;
-        let pkcs7 = &rest[signed_len..info_at];
+        let signed_len = info_at - sig_len;
+        Signature::parse_pkcs7(&rest[..signed_len], &rest[signed_len..info_at]).map_err(bad)
+    }
+
+    fn parse_pkcs7(body: &[u8], pkcs7: &[u8]) -> Result<Signature, String> {
+        let signed_len = body.len();
         let content = ContentInfo::from_der(pkcs7).map_err(|e| format!("PKCS#7: {e}"))?;
         if content.content_type != rfc5911::ID_SIGNED_DATA {
             return Err(format!(
@@ -102,7 +123,7 @@ impl Signature {
             .iter()
             .next()
             .ok_or("PKCS#7 SignedData has no signer")?;
-        let body_digest = digest(&signer.digest_alg.oid, &rest[..signed_len]);
+        let body_digest = digest(&signer.digest_alg.oid, body);
         let (signed_digest, attributes_disagree) = signed_digest(signer, body_digest.as_deref())?;
         let (issuer, key_id) = match &signer.sid {
             SignerIdentifier::IssuerAndSerialNumber(IssuerAndSerialNumber {
@@ -220,6 +241,22 @@ fn verify_ecdsa(
             ))
         }
     })
+}
+
+/// A signature `module_sig_check()` cannot use, and what it makes of it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Unreadable {
+    /// `EBADMSG` refuses the module even where signatures are not enforced;
+    /// `ENOPKG` (a kind of signature the kernel does not support) only
+    /// leaves it unverified.
+    pub errno: &'static str,
+    pub why: String,
+}
+
+impl std::fmt::Display for Unreadable {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.why)
+    }
 }
 
 /// The signature section of a check report.
@@ -401,17 +438,25 @@ mod tests {
 
     #[test]
     fn malformed_signatures_are_errors_not_panics() {
+        let errno = |bytes: &[u8]| Signature::find(bytes).unwrap().unwrap_err().errno;
         let short = [&b"x"[..], MARKER].concat();
-        assert!(Signature::find(&short).unwrap().is_err());
+        assert_eq!(errno(&short), "EBADMSG");
         let too_long = [b"module".to_vec(), trailer(PKEY_ID_PKCS7, 1000)].concat();
         let err = Signature::find(&too_long).unwrap().unwrap_err();
-        assert!(err.contains("sig_len 1000"), "{err}");
+        assert!(err.why.contains("sig_len 1000"), "{err}");
+        assert_eq!(errno(&too_long), "EBADMSG");
+        // The kernel only skips a signature of another kind.
         let not_pkcs7 = [b"module".to_vec(), trailer(1, 0)].concat();
         let err = Signature::find(&not_pkcs7).unwrap().unwrap_err();
-        assert!(err.contains("only PKCS#7"), "{err}");
+        assert!(err.why.contains("only PKCS#7"), "{err}");
+        assert_eq!(err.errno, "ENOPKG");
+        let mut params = [b"module".to_vec(), trailer(PKEY_ID_PKCS7, 0)].concat();
+        params[6] = 1;
+        assert_eq!(errno(&params), "EBADMSG");
         let garbage = [b"module-junk".to_vec(), trailer(PKEY_ID_PKCS7, 4)].concat();
         let err = Signature::find(&garbage).unwrap().unwrap_err();
-        assert!(err.starts_with("PKCS#7"), "{err}");
+        assert!(err.why.starts_with("PKCS#7"), "{err}");
+        assert_eq!(err.errno, "EBADMSG");
     }
 
     #[test]
