@@ -15,6 +15,9 @@ use crate::{dkms, gen_key, sign};
 
 const KEY_NAME: &str = "kmod-build test signing key";
 
+/// What `init_module(2)` fails with for a malformed signature.
+const EBADMSG: i32 = 74;
+
 /// `sizeof(struct module_signature)`, between the PKCS#7 and the marker.
 const SIGNATURE_INFO_LEN: usize = 12;
 
@@ -57,7 +60,8 @@ pub fn run(sh: &Shell, trees: &[KernelTree], hello: &ModuleCrate, results: &mut 
 
 /// `hello` signed for `tree` verifies against the certificate (here and
 /// with `openssl cms`), `modinfo` names the signer, a tampered copy is
-/// reported invalid, and the kernel (not enforcing signatures) loads it.
+/// reported invalid, the kernel (not enforcing signatures) loads it, and
+/// refuses a copy with a mangled PKCS#7 as check predicts.
 fn signed_hello(
     sh: &Shell,
     hello: &ModuleCrate,
@@ -112,7 +116,24 @@ fn signed_hello(
         "openssl cms -verify accepted the tampered copy"
     );
 
-    boot(tree, &signed, "hello-signed.ko")
+    // A PKCS#7 the kernel cannot parse: refused even unenforced, as check says.
+    let mangled = ko.with_file_name("hello-badsig.ko");
+    let mut bytes = std::fs::read(&signed)?;
+    let signed_len = info
+        .signature
+        .as_ref()
+        .and_then(|s| s.as_ref().ok())
+        .map(|s| s.signed_len)
+        .context("the signed module has no readable signature")?;
+    bytes[signed_len] ^= 0xff;
+    std::fs::write(&mangled, &bytes).with_context(|| format!("writing {mangled}"))?;
+    let report = check::check(&ModuleInfo::read(&mangled)?, &check::Kernel::load(tree)?);
+    ensure!(
+        report.verdict == check::Verdict::Refused("EBADMSG"),
+        "check of a mangled signature:\n{report}"
+    );
+
+    boot(tree, &signed, "hello-signed.ko", Some((&mangled, EBADMSG)))
 }
 
 /// The independent cross-check: OpenSSL verifies the detached PKCS#7
@@ -136,20 +157,42 @@ fn openssl_verify(sh: &Shell, module: &Utf8Path, cert: &Utf8Path) -> Result<()> 
     Ok(())
 }
 
-/// Boots `tree`'s kernel, loads `module` (`as_name` in the guest) and
-/// unloads it; `hello`'s init and exit lines must be in a clean log.
-/// (An unenforcing kernel loads a module signed by a key it does not
-/// trust, tainting it: "module verification failed".)
-fn boot(tree: &KernelTree, module: &Utf8Path, as_name: &str) -> Result<()> {
+/// Boots `tree`'s kernel; if `refused` is given, insmod of that file must
+/// fail with that errno (busybox insmod exits with it). Then loads `module`
+/// (`as_name` in the guest) and unloads it; `hello`'s init and exit lines
+/// must be in a clean log. (An unenforcing kernel loads a module signed by
+/// a key it does not trust, tainting it: "module verification failed".)
+fn boot(
+    tree: &KernelTree,
+    module: &Utf8Path,
+    as_name: &str,
+    refused: Option<(&Utf8Path, i32)>,
+) -> Result<()> {
     let vmlinuz = Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release));
     let dir = tempfile::tempdir()?;
     let copy = Utf8PathBuf::try_from(dir.path().join(as_name))?;
     std::fs::copy(module, &copy).with_context(|| format!("copying {module}"))?;
-    let log = Guest::new(&vmlinuz).file(&copy).run(&format!(
+    let mut guest = Guest::new(&vmlinuz);
+    let mut script = String::new();
+    if let Some((bad, _)) = refused {
+        guest.file(bad);
+        let name = bad.file_name().context("refused module has a file name")?;
+        script.push_str(&format!("section refused insmod /modules/{name}\n"));
+    }
+    script.push_str(&format!(
         "section load insmod /modules/{as_name}\n\
          section unload rmmod hello\n\
          section log dmesg -r\n"
-    ))?;
+    ));
+    let log = guest.file(&copy).run(&script)?;
+    if let Some((bad, errno)) = refused {
+        let rc = log.expect_section("refused")?.rc;
+        ensure!(
+            rc == errno,
+            "insmod {bad} exited {rc}, not {errno}:\n{}",
+            log.tail(30)
+        );
+    }
     ensure!(
         log.expect_section("load")?.rc == 0,
         "insmod {module} failed:\n{}",
@@ -271,7 +314,7 @@ impl DkmsPackage {
             }
             _ => bail!("{module}: only .ko and .ko.xz are loaded by this test"),
         };
-        boot(tree, &plain, "hello-dkms.ko")
+        boot(tree, &plain, "hello-dkms.ko", None)
     }
 
     /// `dkms remove` for every kernel, and the copy in /usr/src.
