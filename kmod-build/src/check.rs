@@ -10,6 +10,7 @@ use crate::config::Config;
 use crate::error::Result;
 use crate::mitigations::{Mitigations, Problem};
 use crate::modinfo::ModuleInfo;
+use crate::signature::{self, Verified};
 use crate::symvers::{ExportKind, Symvers};
 use crate::tree::KernelTree;
 
@@ -45,6 +46,8 @@ pub enum Check {
     MissingVersion,
     Namespace,
     Relocation,
+    /// The appended signature: unreadable, or not made by the trusted key.
+    Signature,
     /// Not the loader's: code the kernel's mitigations rely on (objtool's
     /// checks for C).
     Mitigation,
@@ -128,14 +131,16 @@ pub struct Report {
     pub release: String,
     pub findings: Vec<Finding>,
     pub verdict: Verdict,
+    pub signature: signature::Summary,
 }
 
 /// Checks `module` as `kernel`'s loader would (signature enforcement
 /// aside). Findings come in the loader's order, so the first refusing one
 /// decides the errno.
 pub fn check(module: &ModuleInfo, kernel: &Kernel) -> Report {
-    let findings: Vec<Finding> = module_struct_size(module, kernel)
+    let findings: Vec<Finding> = unreadable_signature(module)
         .into_iter()
+        .chain(module_struct_size(module, kernel))
         .chain(module_layout(module, &kernel.symvers))
         .chain(vermagic_matches(module, &kernel.release, &kernel.config))
         .chain(retpoline(module, &kernel.config))
@@ -156,6 +161,51 @@ pub fn check(module: &ModuleInfo, kernel: &Kernel) -> Report {
         release: kernel.release.clone(),
         findings,
         verdict,
+        signature: signature::Summary::of(module),
+    }
+}
+
+/// `module_sig_check()`: a malformed signature is fatal even when
+/// signatures are not enforced; one of a kind the kernel does not support
+/// is only left unverified.
+fn unreadable_signature(module: &ModuleInfo) -> Option<Finding> {
+    let Some(Err(unreadable)) = &module.signature else {
+        return None;
+    };
+    let fatal = unreadable.errno == "EBADMSG";
+    Some(Finding {
+        check: Check::Signature,
+        errno: fatal.then_some(unreadable.errno),
+        subject: "module signature".into(),
+        expected: "a PKCS#7 signature".into(),
+        found: unreadable.why.clone(),
+        kernel_says: if fatal {
+            "(nothing; insmod: Bad message)".into()
+        } else {
+            // mod_verify_sig() names every module "module" here.
+            "module: not signed with expected PKCS#7 message".into()
+        },
+    })
+}
+
+impl Report {
+    /// Verifies the signature against `cert`, taken as a key the kernel
+    /// trusts (an enrolled MOK): one that does not verify is then refused.
+    pub fn verify_signature(&mut self, module: &ModuleInfo, cert: &x509_cert::Certificate) {
+        self.signature.verify(module, cert);
+        if let (Verified::No(_), true) = (&self.signature.verified, module.signed) {
+            self.findings.push(Finding {
+                check: Check::Signature,
+                errno: Some("EKEYREJECTED"),
+                subject: "module signature".into(),
+                expected: "a signature by the given certificate's key".into(),
+                found: "one that does not verify (see signature)".into(),
+                kernel_says: "(nothing; insmod: Key was rejected by service)".into(),
+            });
+            if !matches!(self.verdict, Verdict::Refused(_)) {
+                self.verdict = Verdict::Refused("EKEYREJECTED");
+            }
+        }
     }
 }
 
@@ -444,6 +494,7 @@ impl fmt::Display for Report {
         for finding in &self.findings {
             writeln!(f, "  {finding}")?;
         }
+        writeln!(f, "  signature: {}", self.signature)?;
         match &self.verdict {
             Verdict::Loads => write!(f, "{} loads on {}", self.module, self.release),
             Verdict::LoadsWithTaint(taint) => {

@@ -55,6 +55,10 @@ pub enum Error {
     #[error("{module}: {reason}")]
     BadModule { module: Utf8PathBuf, reason: String },
 
+    /// A file the user named is not what the command needs.
+    #[error("{path}: {why}")]
+    BadInput { path: Utf8PathBuf, why: String },
+
     #[error("{path} is not valid UTF-8")]
     NonUtf8Path { path: std::path::PathBuf },
 }
@@ -69,7 +73,7 @@ impl Error {
 
     /// Exit code for command-line front ends: 3 when the machine lacks
     /// something (a tree, a tool), 4 when a module would be refused by the
-    /// kernel, 1 otherwise.
+    /// kernel, 2 for a file argument that is unusable, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::NoKernelTree { .. }
@@ -79,6 +83,7 @@ impl Error {
             | Error::BrokenTree { .. }
             | Error::Prerequisite { .. } => 3,
             Error::BadModule { .. } => 4,
+            Error::BadInput { .. } => 2,
             _ => 1,
         }
     }

@@ -25,6 +25,7 @@ pub mod mitigations;
 mod modinfo;
 mod module;
 mod rustflags;
+pub mod signature;
 mod symvers;
 mod tree;
 
@@ -34,6 +35,7 @@ pub use error::{Error, Result};
 pub use modinfo::{ModuleInfo, VersionEntry};
 pub use module::{check_libclang, Module, SHIM_FILE};
 pub use rustflags::RustFlags;
+pub use signature::Signature;
 pub use symvers::{Export, ExportKind, Symvers};
 pub use tree::{no_tree_error, Compiler, KernelTree, Layout, SYSROOT_ENV};
 

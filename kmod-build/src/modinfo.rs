@@ -5,6 +5,7 @@ use object::{Object, ObjectSection, ObjectSymbol};
 
 use crate::error::{Error, Result};
 use crate::mitigations::{self, Mitigations, Violation};
+use crate::signature::{self, Signature};
 
 /// Size of one `struct modversion_info` on 64-bit kernels: a `u64` CRC and
 /// a NUL-padded 56-byte name.
@@ -32,15 +33,14 @@ pub struct ModuleInfo {
     pub relocation_types: BTreeMap<u32, String>,
     /// Whether a module signature is appended to the file.
     pub signed: bool,
+    /// The appended signature, or why the kernel could not use it.
+    pub signature: Option<Result<Signature, signature::Unreadable>>,
     /// Size of `.gnu.linkonce.this_module`: the `struct module` it was built with.
     pub this_module_size: Option<u64>,
     /// Code that would break each mitigation a kernel may turn on; a check
     /// against one kernel keeps those its config enables.
     pub mitigation_gaps: Vec<Violation>,
 }
-
-/// What `sign-file` appends after the signature.
-const SIGNATURE_MARKER: &[u8] = b"~Module signature appended~\n";
 
 impl ModuleInfo {
     /// Reads a `.ko`, or a `.ko.xz` as distributions install them.
@@ -121,7 +121,8 @@ impl ModuleInfo {
             versions,
             undefined,
             relocation_types,
-            signed: bytes.ends_with(SIGNATURE_MARKER),
+            signed: bytes.ends_with(signature::MARKER),
+            signature: Signature::find(bytes),
             this_module_size: file
                 .section_by_name(".gnu.linkonce.this_module")
                 .map(|s| s.size()),

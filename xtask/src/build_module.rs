@@ -5,7 +5,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use kmod_build::{check, kbuild, KernelTree, ModuleInfo, RustFlags};
 use xshell::{cmd, Shell};
 
-use crate::{prerequisites, project_root, status};
+use crate::{prerequisites, project_root, sign, status};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -18,55 +18,114 @@ pub struct Args {
     /// Never install missing system packages; say which command would.
     #[arg(long)]
     pub no_install: bool,
+    /// Build for every installed tree (and any `--kernel`), going on past a
+    /// kernel that fails; a summary at the end, non-zero exit if any failed.
+    #[arg(long)]
+    pub all_kernels: bool,
+    /// Sign each module with the tree's sign-file (`--key`/`--cert`, by
+    /// default the pair `cargo xtask gen-key` made).
+    #[arg(long)]
+    pub sign: bool,
+    #[arg(long, requires = "sign", value_name = "KEY.pem", default_value_t = signing_dir().join("signing_key.pem"))]
+    pub key: Utf8PathBuf,
+    #[arg(long, requires = "sign", value_name = "CERT", default_value_t = signing_dir().join("signing_key.x509"))]
+    pub cert: Utf8PathBuf,
+}
+
+fn signing_dir() -> Utf8PathBuf {
+    project_root().join("target/kmod/signing")
 }
 
 pub fn run(args: &Args) -> Result<()> {
     let started = std::time::Instant::now();
     let crate_ = ModuleCrate::find(&args.module)?;
-    let trees = select_trees(&args.kernels)?;
-    let stale: Vec<&KernelTree> = trees
-        .iter()
-        .filter(|tree| {
-            let fresh = crate_.fingerprint(tree).is_fresh();
-            if fresh {
-                let ko = crate_.ko_path(tree);
-                status::step("Fresh", &format!("{ko} (nothing changed)"));
-            }
-            !fresh
-        })
-        .collect();
-    if !stale.is_empty() {
-        let sh = Shell::new()?;
-        prerequisites::ensure(&sh, !args.no_install)?;
-        // The doctor's checks first: a broken tree never reaches make.
-        for tree in &stale {
-            kmod_build::doctor::diagnose(tree).into_result(tree)?;
-        }
-        build_all(&crate_, &stale)?;
+    if args.sign {
+        // Fail before a long build, naming the file at fault.
+        kmod_build::signature::load_certificate(&args.cert)?;
+        sign::check_key(&args.key)?;
     }
-    status::step(
-        "Finished",
-        &format!(
-            "{} for {} kernel(s) in {:.2}s",
-            crate_.name,
-            trees.len(),
-            started.elapsed().as_secs_f64()
-        ),
-    );
+    let trees = if args.all_kernels {
+        every_installed_and(&args.kernels)?
+    } else {
+        select_trees(&args.kernels)?
+    };
+    let mut results: Vec<(&KernelTree, Result<Utf8PathBuf>)> = Vec::new();
+    let mut stale = Vec::new();
+    for tree in &trees {
+        // The fingerprint does not cover keys: a signed build always signs.
+        if !args.sign && crate_.fingerprint(tree).is_fresh() {
+            let ko = crate_.ko_path(tree);
+            status::step("Fresh", &format!("{ko} (nothing changed)"));
+            results.push((tree, Ok(ko)));
+        } else {
+            stale.push(tree);
+        }
+    }
+    if !stale.is_empty() {
+        prerequisites::ensure(&Shell::new()?, !args.no_install)?;
+        results.extend(build_in_parallel(&crate_, &stale, args));
+    }
+    if args.all_kernels {
+        return summarize(&crate_, results, started);
+    }
+    let mut failed: Vec<(&KernelTree, anyhow::Error)> = results
+        .into_iter()
+        .filter_map(|(tree, result)| result.err().map(|error| (tree, error)))
+        .collect();
+    match failed.len() {
+        0 => {}
+        // One failure keeps its own error (and exit code).
+        1 => return Err(failed.remove(0).1),
+        n => {
+            for (tree, error) in &failed {
+                status::error(&format!("{} ({}): {error:#}", crate_.name, tree.release));
+            }
+            bail!("{} failed for {n} of {} kernels", crate_.name, trees.len())
+        }
+    }
+    finished(&crate_, trees.len(), started);
     Ok(())
 }
 
+fn finished(crate_: &ModuleCrate, kernels: usize, started: std::time::Instant) {
+    status::step(
+        "Finished",
+        &format!(
+            "{} for {kernels} kernel(s) in {:.2}s",
+            crate_.name,
+            started.elapsed().as_secs_f64()
+        ),
+    );
+}
+
+/// Every installed tree plus the `--kernel` ones, each once.
+fn every_installed_and(specs: &[String]) -> Result<Vec<KernelTree>> {
+    let mut trees = KernelTree::installed();
+    for spec in specs {
+        let tree = KernelTree::select(spec)?;
+        if !trees.contains(&tree) {
+            trees.push(tree);
+        }
+    }
+    if trees.is_empty() {
+        return Err(kmod_build::no_tree_error().into());
+    }
+    Ok(trees)
+}
+
 /// Builds for every tree at once (each build has its own target dir and
-/// Kbuild dir), then reports every failure, not just the first.
-fn build_all(crate_: &ModuleCrate, trees: &[&KernelTree]) -> Result<()> {
-    let results: Vec<(&KernelTree, Result<Utf8PathBuf>)> = std::thread::scope(|scope| {
+/// Kbuild dir); one result per tree.
+fn build_in_parallel<'a>(
+    crate_: &ModuleCrate,
+    trees: &[&'a KernelTree],
+    args: &Args,
+) -> Vec<(&'a KernelTree, Result<Utf8PathBuf>)> {
+    std::thread::scope(|scope| {
         let builds: Vec<_> = trees
             .iter()
             .map(|&tree| {
-                (
-                    tree,
-                    scope.spawn(move || build(&Shell::new()?, crate_, tree)),
-                )
+                let build = move || build_and_sign(&Shell::new()?, crate_, tree, args);
+                (tree, scope.spawn(build))
             })
             .collect();
         builds
@@ -78,21 +137,69 @@ fn build_all(crate_: &ModuleCrate, trees: &[&KernelTree]) -> Result<()> {
                 (tree, result)
             })
             .collect()
-    });
-    let mut failed: Vec<(&KernelTree, anyhow::Error)> = results
-        .into_iter()
-        .filter_map(|(tree, result)| result.err().map(|error| (tree, error)))
-        .collect();
-    match failed.len() {
-        0 => Ok(()),
-        // One failure keeps its own error (and exit code).
-        1 => Err(failed.remove(0).1),
-        n => {
-            for (tree, error) in &failed {
-                status::error(&format!("{} ({}): {error:#}", crate_.name, tree.release));
-            }
-            bail!("{} failed for {n} of {} kernels", crate_.name, trees.len())
+    })
+}
+
+/// The doctor's checks (a broken tree never reaches make), `build`, then
+/// `sign` if asked; a module that fails to sign is removed.
+fn build_and_sign(
+    sh: &Shell,
+    crate_: &ModuleCrate,
+    tree: &KernelTree,
+    args: &Args,
+) -> Result<Utf8PathBuf> {
+    kmod_build::doctor::diagnose(tree).into_result(tree)?;
+    let ko = build(sh, crate_, tree)?;
+    if args.sign {
+        if let Err(error) = sign::sign(sh, &ko, &args.key, &args.cert, tree, &ko) {
+            remove_if_exists(&ko)?;
+            return Err(error);
         }
+    }
+    Ok(ko)
+}
+
+/// `--all-kernels`: a line per kernel, then the first failure (with its
+/// exit code) if any failed.
+fn summarize(
+    crate_: &ModuleCrate,
+    results: Vec<(&KernelTree, Result<Utf8PathBuf>)>,
+    started: std::time::Instant,
+) -> Result<()> {
+    let width = results
+        .iter()
+        .map(|(t, _)| t.release.len())
+        .max()
+        .unwrap_or(0);
+    status::step("Summary", &format!("{} per kernel:", crate_.name));
+    for (tree, result) in &results {
+        let (outcome, detail) = match result {
+            Ok(ko) => ("ok", ko.to_string()),
+            // The first line names the file or check at fault.
+            Err(error) => (
+                "FAILED",
+                format!("{error:#}").lines().next().unwrap_or("").to_owned(),
+            ),
+        };
+        eprintln!("{outcome:>12} {:width$}  {detail}", tree.release);
+    }
+    let failed: Vec<&str> = results
+        .iter()
+        .filter(|(_, r)| r.is_err())
+        .map(|(tree, _)| tree.release.as_str())
+        .collect();
+    let total = results.len();
+    let failures = failed.len();
+    match results.into_iter().find_map(|(_, r)| r.err()) {
+        None => {
+            finished(crate_, total, started);
+            Ok(())
+        }
+        Some(error) => Err(error.context(format!(
+            "{} failed for {failures} of {total} kernel(s) ({}); first failure",
+            crate_.name,
+            failed.join(", ")
+        ))),
     }
 }
 
@@ -155,6 +262,9 @@ pub fn select_trees(specs: &[String]) -> Result<Vec<KernelTree>> {
 pub struct ModuleCrate {
     /// Package name, which is also the module's name.
     pub name: String,
+    pub version: String,
+    /// The directory of its Cargo.toml.
+    pub manifest_dir: Utf8PathBuf,
     target_dir: Utf8PathBuf,
     /// The workspace's package directories and root files: any of them
     /// may be an input of the module's build.
@@ -199,6 +309,12 @@ impl ModuleCrate {
                 );
                 Ok(ModuleCrate {
                     name: name.to_owned(),
+                    version: package.version.to_string(),
+                    manifest_dir: package
+                        .manifest_path
+                        .parent()
+                        .unwrap_or(&package.manifest_path)
+                        .to_owned(),
                     target_dir: metadata.target_directory.clone(),
                     workspace_inputs,
                 })

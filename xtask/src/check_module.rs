@@ -15,6 +15,11 @@ pub struct Args {
     /// Default: as for build-module.
     #[arg(long = "kernel", value_name = "RELEASE|PATH")]
     pub kernels: Vec<String>,
+    /// Verify the module's signature against this certificate (DER or PEM),
+    /// taken as one the kernel trusts: a signature it did not make is
+    /// reported invalid, and the module refused (EKEYREJECTED).
+    #[arg(long, value_name = "CERT")]
+    pub cert: Option<Utf8PathBuf>,
     /// Print the reports as a JSON array.
     #[arg(long)]
     pub json: bool,
@@ -22,9 +27,20 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     let info = ModuleInfo::read(&args.module)?;
+    let cert = args
+        .cert
+        .as_deref()
+        .map(kmod_build::signature::load_certificate)
+        .transpose()?;
     let reports = select_trees(&args.kernels)?
         .iter()
-        .map(|tree| Ok(check::check(&info, &Kernel::load(tree)?)))
+        .map(|tree| {
+            let mut report = check::check(&info, &Kernel::load(tree)?);
+            if let Some(cert) = &cert {
+                report.verify_signature(&info, cert);
+            }
+            Ok(report)
+        })
         .collect::<Result<Vec<_>>>()?;
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);

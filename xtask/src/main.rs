@@ -3,11 +3,14 @@
 mod bench;
 mod build_module;
 mod check_module;
+mod dkms;
 mod doctor;
 mod fuzz;
+mod gen_key;
 mod kernels;
 mod prerequisites;
 mod qemu;
+mod sign;
 mod status;
 mod test;
 
@@ -39,6 +42,12 @@ enum Command {
     Doctor(doctor::Args),
     /// Fuzz the parsers of Module.symvers, configs and .ko files (cargo-fuzz).
     Fuzz(fuzz::Args),
+    /// Sign a module with the tree's sign-file and CONFIG_MODULE_SIG_HASH.
+    Sign(sign::Args),
+    /// Generate a module signing key pair ready for `mokutil --import`.
+    GenKey(gen_key::Args),
+    /// Write a DKMS source package of a module crate that builds offline.
+    Dkms(dkms::Args),
     /// Run the whole test suite: unit tests, then every example built and
     /// loaded in QEMU by each installed kernel.
     Test(test::Args),
@@ -53,6 +62,9 @@ fn main() -> ExitCode {
         Command::Kernels(args) => kernels::run(&args),
         Command::Doctor(args) => doctor::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
+        Command::Sign(args) => sign::run(&args),
+        Command::GenKey(args) => gen_key::run(&args),
+        Command::Dkms(args) => dkms::run(&args),
         Command::Test(args) => test::run(&args),
     };
     match result {

@@ -12,6 +12,7 @@ use crate::qemu::Guest;
 
 mod agreement;
 mod examples;
+mod ship;
 use crate::{project_root, status};
 
 #[derive(clap::Args)]
@@ -79,6 +80,7 @@ pub fn run(args: &Args) -> Result<()> {
         let result = examples::run(&sh, tree);
         results.record(format!("boot::examples::{}", tree.release), result);
     }
+    ship::run(&sh, &trees, &hello, &mut results);
     if args.fuzz_seconds > 0 {
         // After the boot tests: their broken modules seed the `.ko` target.
         let fuzz = crate::fuzz::Args {

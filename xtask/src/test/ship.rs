@@ -1,0 +1,343 @@
+//! Boot tests for shipping modules: `hello` signed with a key `gen-key`
+//! made, and `hello` built and installed by Debian's DKMS from the package
+//! `cargo xtask dkms` writes, each loaded by the real kernel in QEMU.
+
+use anyhow::{bail, ensure, Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
+use kmod_build::signature::{self, Verified};
+use kmod_build::{check, KernelTree, ModuleInfo};
+use xshell::{cmd, Shell};
+
+use super::{ensure_clean, Results};
+use crate::build_module::ModuleCrate;
+use crate::qemu::Guest;
+use crate::{dkms, gen_key, sign};
+
+const KEY_NAME: &str = "kmod-build test signing key";
+
+/// What `init_module(2)` fails with for a malformed signature.
+const EBADMSG: i32 = 74;
+
+/// `sizeof(struct module_signature)`, between the PKCS#7 and the marker.
+const SIGNATURE_INFO_LEN: usize = 12;
+
+pub fn run(sh: &Shell, trees: &[KernelTree], hello: &ModuleCrate, results: &mut Results) {
+    let keys = tempfile::tempdir().context("creating a key directory");
+    let pair = keys
+        .as_ref()
+        .map_err(|e| anyhow::anyhow!("{e:#}"))
+        .and_then(|dir| {
+            let out_dir = Utf8PathBuf::try_from(dir.path().to_owned())?;
+            gen_key::generate(
+                sh,
+                &gen_key::Args {
+                    out_dir,
+                    name: KEY_NAME.into(),
+                    days: 1,
+                },
+            )
+        });
+    for tree in trees {
+        let result = match &pair {
+            Ok((key, cert)) => signed_hello(sh, hello, tree, key, cert),
+            Err(error) => Err(anyhow::anyhow!("gen-key: {error:#}")),
+        };
+        results.record(format!("boot::signed_hello::{}", tree.release), result);
+    }
+
+    let installed = DkmsPackage::add(sh, hello);
+    for tree in trees {
+        let result = match &installed {
+            Ok(package) => package.install_and_boot(sh, tree),
+            Err(error) => Err(anyhow::anyhow!("packaging for DKMS: {error:#}")),
+        };
+        results.record(format!("boot::dkms_hello::{}", tree.release), result);
+    }
+    if let Ok(package) = installed {
+        results.record("dkms::remove".into(), package.remove(sh));
+    }
+}
+
+/// `hello` signed for `tree` verifies against the certificate (here and
+/// with `openssl cms`), `modinfo` names the signer, a tampered copy is
+/// reported invalid, the kernel (not enforcing signatures) loads it, and
+/// refuses a copy with a mangled PKCS#7 as check predicts.
+fn signed_hello(
+    sh: &Shell,
+    hello: &ModuleCrate,
+    tree: &KernelTree,
+    key: &Utf8Path,
+    cert_path: &Utf8Path,
+) -> Result<()> {
+    let ko = hello.ko_path(tree);
+    ensure!(ko.is_file(), "hello.ko was not built for {}", tree.release);
+    let signed = ko.with_file_name("hello-signed.ko");
+    sign::sign(sh, &ko, key, cert_path, tree, &signed)?;
+
+    let cert = signature::load_certificate(cert_path)?;
+    let info = ModuleInfo::read(&signed)?;
+    let mut summary = signature::Summary::of(&info);
+    summary.verify(&info, &cert);
+    let hash = tree
+        .config()?
+        .get("CONFIG_MODULE_SIG_HASH")
+        .unwrap_or("sha256")
+        .to_owned();
+    ensure!(
+        summary.verified == Verified::Yes
+            && summary.signer.as_deref() == Some(KEY_NAME)
+            && summary.hash.as_deref() == Some(hash.as_str()),
+        "signature of {signed}: {summary}"
+    );
+    openssl_verify(sh, &signed, cert_path).context("openssl cms -verify of the signed module")?;
+    for (field, expected) in [("signer", KEY_NAME), ("sig_hashalgo", hash.as_str())] {
+        let found = cmd!(sh, "modinfo -F {field} {signed}").read()?;
+        ensure!(
+            found == expected,
+            "modinfo -F {field}: {found:?}, expected {expected:?}"
+        );
+    }
+
+    let tampered = ko.with_file_name("hello-tampered.ko");
+    let mut bytes = std::fs::read(&signed)?;
+    // A byte of the ELF header's padding: the module still parses.
+    bytes[10] ^= 0xff;
+    std::fs::write(&tampered, &bytes).with_context(|| format!("writing {tampered}"))?;
+    let tampered_info = ModuleInfo::read(&tampered)?;
+    let mut report = check::check(&tampered_info, &check::Kernel::load(tree)?);
+    report.verify_signature(&tampered_info, &cert);
+    ensure!(
+        matches!(&report.signature.verified, Verified::No(why) if why.contains("does not match"))
+            && report.verdict == check::Verdict::Refused("EKEYREJECTED"),
+        "the tampered copy was not reported invalid:\n{report}"
+    );
+    ensure!(
+        openssl_verify(sh, &tampered, cert_path).is_err(),
+        "openssl cms -verify accepted the tampered copy"
+    );
+
+    // A PKCS#7 the kernel cannot parse: refused even unenforced, as check says.
+    let mangled = ko.with_file_name("hello-badsig.ko");
+    let mut bytes = std::fs::read(&signed)?;
+    let signed_len = info
+        .signature
+        .as_ref()
+        .and_then(|s| s.as_ref().ok())
+        .map(|s| s.signed_len)
+        .context("the signed module has no readable signature")?;
+    bytes[signed_len] ^= 0xff;
+    std::fs::write(&mangled, &bytes).with_context(|| format!("writing {mangled}"))?;
+    let report = check::check(&ModuleInfo::read(&mangled)?, &check::Kernel::load(tree)?);
+    ensure!(
+        report.verdict == check::Verdict::Refused("EBADMSG"),
+        "check of a mangled signature:\n{report}"
+    );
+
+    boot(tree, &signed, "hello-signed.ko", Some((&mangled, EBADMSG)))
+}
+
+/// The independent cross-check: OpenSSL verifies the detached PKCS#7
+/// against the module's bytes.
+fn openssl_verify(sh: &Shell, module: &Utf8Path, cert: &Utf8Path) -> Result<()> {
+    let bytes = std::fs::read(module)?;
+    let info = ModuleInfo::parse(module, &bytes)?;
+    let Some(Ok(found)) = &info.signature else {
+        bail!("{module} has no readable signature");
+    };
+    let pkcs7_end = bytes.len() - signature::MARKER.len() - SIGNATURE_INFO_LEN;
+    let dir = tempfile::tempdir()?;
+    let body = dir.path().join("module");
+    let pkcs7 = dir.path().join("signature.p7");
+    std::fs::write(&body, &bytes[..found.signed_len])?;
+    std::fs::write(&pkcs7, &bytes[found.signed_len..pkcs7_end])?;
+    cmd!(sh, "openssl cms -verify -binary -inform DER -in {pkcs7} -content {body} -certfile {cert} -nointern -noverify -out /dev/null")
+        .quiet()
+        .ignore_stderr()
+        .run()?;
+    Ok(())
+}
+
+/// Boots `tree`'s kernel; if `refused` is given, insmod of that file must
+/// fail with that errno (busybox insmod exits with it). Then loads `module`
+/// (`as_name` in the guest) and unloads it; `hello`'s init and exit lines
+/// must be in a clean log. (An unenforcing kernel loads a module signed by
+/// a key it does not trust, tainting it: "module verification failed".)
+fn boot(
+    tree: &KernelTree,
+    module: &Utf8Path,
+    as_name: &str,
+    refused: Option<(&Utf8Path, i32)>,
+) -> Result<()> {
+    let vmlinuz = Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release));
+    let dir = tempfile::tempdir()?;
+    let copy = Utf8PathBuf::try_from(dir.path().join(as_name))?;
+    std::fs::copy(module, &copy).with_context(|| format!("copying {module}"))?;
+    let mut guest = Guest::new(&vmlinuz);
+    let mut script = String::new();
+    if let Some((bad, _)) = refused {
+        guest.file(bad);
+        let name = bad.file_name().context("refused module has a file name")?;
+        script.push_str(&format!("section refused insmod /modules/{name}\n"));
+    }
+    script.push_str(&format!(
+        "section load insmod /modules/{as_name}\n\
+         section unload rmmod hello\n\
+         section log dmesg -r\n"
+    ));
+    let log = guest.file(&copy).run(&script)?;
+    if let Some((bad, errno)) = refused {
+        let rc = log.expect_section("refused")?.rc;
+        ensure!(
+            rc == errno,
+            "insmod {bad} exited {rc}, not {errno}:\n{}",
+            log.tail(30)
+        );
+    }
+    ensure!(
+        log.expect_section("load")?.rc == 0,
+        "insmod {module} failed:\n{}",
+        log.tail(30)
+    );
+    ensure!(
+        log.expect_section("unload")?.rc == 0,
+        "rmmod hello failed:\n{}",
+        log.tail(30)
+    );
+    let kernel_log = log.expect_section("log")?.output;
+    for message in [
+        format!("hello: loaded, built for {}", tree.release),
+        "hello: unloaded".into(),
+    ] {
+        ensure!(
+            kernel_log.contains(&message),
+            "no `{message}` in the kernel log:\n{kernel_log}"
+        );
+    }
+    ensure_clean(kernel_log.lines())
+}
+
+/// The package, added to DKMS (`/usr/src/<name>-<version>`).
+struct DkmsPackage {
+    name: String,
+    version: String,
+    out_dir: tempfile::TempDir,
+}
+
+impl DkmsPackage {
+    fn add(sh: &Shell, hello: &ModuleCrate) -> Result<DkmsPackage> {
+        let out_dir = tempfile::tempdir()?;
+        let package = dkms::package(
+            sh,
+            hello,
+            Utf8Path::from_path(out_dir.path()).context("non-UTF-8 temp dir")?,
+        )?;
+        let added = DkmsPackage {
+            name: hello.name.clone(),
+            version: hello.version.clone(),
+            out_dir,
+        };
+        // Leftovers of an earlier, interrupted run.
+        let id = added.id();
+        cmd!(sh, "dkms remove {id} --all")
+            .quiet()
+            .ignore_status()
+            .ignore_stdout()
+            .ignore_stderr()
+            .run()?;
+        added.remove_source()?;
+        cmd!(sh, "dkms add {package}")
+            .quiet()
+            .ignore_stdout()
+            .run()?;
+        Ok(added)
+    }
+
+    fn id(&self) -> String {
+        format!("{}/{}", self.name, self.version)
+    }
+
+    /// `dkms install` builds with the package's dkms.conf for `tree`; the
+    /// installed module must be checked clean and load in `tree`'s kernel.
+    fn install_and_boot(&self, sh: &Shell, tree: &KernelTree) -> Result<()> {
+        let (id, release) = (self.id(), &tree.release);
+        let started = std::time::Instant::now();
+        let installed = cmd!(sh, "dkms install {id} -k {release}")
+            .ignore_status()
+            .output()?;
+        if !installed.status.success() {
+            let make_log = format!(
+                "/var/lib/dkms/{}/{}/build/make.log",
+                self.name, self.version
+            );
+            let log = std::fs::read_to_string(&make_log).unwrap_or_default();
+            let tail: Vec<&str> = log
+                .lines()
+                .rev()
+                .take(30)
+                .collect::<Vec<_>>()
+                .into_iter()
+                .rev()
+                .collect();
+            bail!(
+                "dkms install {id} -k {release} failed:\n{}\n{make_log}:\n{}",
+                String::from_utf8_lossy(&installed.stdout),
+                tail.join("\n")
+            );
+        }
+        eprintln!(
+            "    dkms built and installed {id} for {release} in {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        let dir = Utf8PathBuf::from(format!("/lib/modules/{release}/updates/dkms"));
+        let module = ["ko", "ko.xz", "ko.zst", "ko.gz"]
+            .iter()
+            .map(|ext| dir.join(format!("{}.{ext}", self.name)))
+            .find(|path| path.is_file())
+            .with_context(|| format!("dkms installed no {}.ko* in {dir}", self.name))?;
+        let info = ModuleInfo::read(&module)?;
+        let report = check::check(&info, &check::Kernel::load(tree)?);
+        ensure!(
+            !matches!(report.verdict, check::Verdict::Refused(_)),
+            "{module}:\n{report}"
+        );
+        let plain = match module.extension() {
+            Some("ko") => module.clone(),
+            Some("xz") => {
+                let plain = Utf8PathBuf::try_from(
+                    self.out_dir
+                        .path()
+                        .join(format!("{}-{release}.ko", self.name)),
+                )?;
+                let data = cmd!(sh, "xz -dc {module}").output()?.stdout;
+                std::fs::write(&plain, data)?;
+                plain
+            }
+            _ => bail!("{module}: only .ko and .ko.xz are loaded by this test"),
+        };
+        boot(tree, &plain, "hello-dkms.ko", None)
+    }
+
+    /// `dkms remove` for every kernel, and the copy in /usr/src.
+    fn remove(&self, sh: &Shell) -> Result<()> {
+        let id = self.id();
+        // dkms reads the compiler from `.comment`, which Rust modules lack:
+        // it warns on stderr, so only a failure shows what it said.
+        let removed = cmd!(sh, "dkms remove {id} --all")
+            .ignore_status()
+            .output()?;
+        ensure!(
+            removed.status.success(),
+            "dkms remove {id} --all failed:\n{}",
+            String::from_utf8_lossy(&removed.stderr)
+        );
+        self.remove_source()
+    }
+
+    fn remove_source(&self) -> Result<()> {
+        let source = format!("/usr/src/{}-{}", self.name, self.version);
+        if Utf8Path::new(&source).exists() {
+            std::fs::remove_dir_all(&source).with_context(|| format!("removing {source}"))?;
+        }
+        Ok(())
+    }
+}

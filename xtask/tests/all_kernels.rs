@@ -1,0 +1,113 @@
+//! `cargo xtask build-module --all-kernels` goes on past a broken tree,
+//! builds the good one, and sums up with the broken tree's exit code.
+//!
+//! Discovery runs under a sysroot holding a real installed tree and a copy
+//! of another with `Module.symvers` left out and its release renamed, so
+//! that the broken tree's output directory is its own. The good tree's
+//! build reuses the workspace's `target/kmod/<release>`.
+
+use std::process::Command;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use kmod_build::KernelTree;
+
+const BROKEN_RELEASE: &str = "0.0.0-broken";
+
+struct Scratch(Utf8PathBuf);
+
+impl Drop for Scratch {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Mirrors `from` in `to` as symlinks, except the entries `replace` writes.
+fn mirror(from: &Utf8Path, to: &Utf8Path, replace: &dyn Fn(&str, &Utf8Path) -> bool) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in from.read_dir_utf8().unwrap().flatten() {
+        let dest = to.join(entry.file_name());
+        if !replace(entry.file_name(), &dest) {
+            std::os::unix::fs::symlink(entry.path(), &dest).unwrap();
+        }
+    }
+}
+
+/// A copy of `tree` without `Module.symvers`, released as `BROKEN_RELEASE`.
+fn broken_copy(tree: &Utf8Path, copy: &Utf8Path) {
+    mirror(tree, copy, &|name, dest| match name {
+        "Module.symvers" => true,
+        "include" => {
+            mirror(&tree.join("include"), dest, &|name, dest| {
+                if name != "generated" {
+                    return false;
+                }
+                mirror(&tree.join("include/generated"), dest, &|name, dest| {
+                    let ours = name == "utsrelease.h";
+                    if ours {
+                        let define = format!("#define UTS_RELEASE \"{BROKEN_RELEASE}\"\n");
+                        std::fs::write(dest, define).unwrap();
+                    }
+                    ours
+                });
+                true
+            });
+            true
+        }
+        _ => false,
+    });
+}
+
+#[test]
+fn continues_past_a_broken_tree_and_sums_up() {
+    let installed = KernelTree::installed();
+    let (good, other) = match installed.as_slice() {
+        [.., other, good] => (good, other),
+        [only] => (only, only),
+        [] => panic!("no installed kernel-devel tree"),
+    };
+    let dir = std::env::temp_dir().join(format!("kmod-xtask-allkernels-{}", std::process::id()));
+    let scratch = Scratch(Utf8PathBuf::try_from(dir).unwrap());
+    let modules = scratch.0.join("sysroot/lib/modules");
+    std::fs::create_dir_all(modules.join(&good.release)).unwrap();
+    std::os::unix::fs::symlink(&good.path, modules.join(&good.release).join("build")).unwrap();
+    broken_copy(&other.path, &scratch.0.join("broken"));
+    std::fs::create_dir_all(modules.join(BROKEN_RELEASE)).unwrap();
+    std::os::unix::fs::symlink(
+        scratch.0.join("broken"),
+        modules.join(BROKEN_RELEASE).join("build"),
+    )
+    .unwrap();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(["build-module", "hello", "--all-kernels"])
+        .env("KMOD_BUILD_SYSROOT", scratch.0.join("sysroot"))
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(3), "{stderr}");
+    let line = |start: &str, release: &str| {
+        stderr
+            .lines()
+            .find(|l| l.trim_start().starts_with(start) && l.contains(release))
+            .unwrap_or_else(|| panic!("no `{start} {release}` line in:\n{stderr}"))
+            .to_owned()
+    };
+    // The broken tree comes first (release 0.0.0), the good one is still built.
+    let failed = line("FAILED", BROKEN_RELEASE);
+    assert!(
+        failed.contains("broken/Module.symvers: missing from the kernel-devel tree"),
+        "{failed}"
+    );
+    let ok = line("ok", &good.release);
+    let ko = format!("kmod/{}/hello.ko", good.release);
+    assert!(ok.ends_with(&ko), "{ok}");
+    assert!(
+        stderr.contains(&format!(
+            "hello failed for 1 of 2 kernel(s) ({BROKEN_RELEASE}); first failure"
+        )),
+        "{stderr}"
+    );
+    let built = ok.rsplit(' ').next().unwrap();
+    assert!(Utf8Path::new(built).is_file(), "{built} is missing");
+}

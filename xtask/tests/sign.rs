@@ -1,0 +1,159 @@
+//! `cargo xtask gen-key` and `sign` on an in-tree module copy: a good pair
+//! signs and verifies; a missing key, a file that is no certificate and a
+//! key that does not match the certificate each fail with one line naming
+//! the file, exit code 2, and leave the module as it was with no
+//! `.partial` file. `build-module --sign` signs what it builds.
+
+use std::process::Command;
+
+use camino::{Utf8Path, Utf8PathBuf};
+use kmod_build::KernelTree;
+
+fn xtask(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    (
+        output.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&output.stderr).into_owned(),
+    )
+}
+
+/// An unsigned copy of an in-tree module (`sign` replaces the distro's
+/// signature anyway) and a fresh key pair, in `dir`.
+fn setup(dir: &Utf8Path) -> (KernelTree, Utf8PathBuf, Utf8PathBuf, Utf8PathBuf) {
+    let tree = KernelTree::installed().remove(0);
+    let installed = tree.in_tree_module().expect("an in-tree module");
+    let module = dir.join("module.ko");
+    let bytes = if installed.extension() == Some("xz") {
+        Command::new("xz")
+            .arg("-dc")
+            .arg(&installed)
+            .output()
+            .unwrap()
+            .stdout
+    } else {
+        std::fs::read(&installed).unwrap()
+    };
+    std::fs::write(&module, bytes).unwrap();
+    let keys = dir.join("keys");
+    let (code, stderr) = xtask(&["gen-key", "--out-dir", keys.as_str(), "--days", "1"]);
+    assert_eq!(code, 0, "{stderr}");
+    let (key, cert) = (keys.join("signing_key.pem"), keys.join("signing_key.x509"));
+    (tree, module, key, cert)
+}
+
+#[test]
+fn sign_with_good_and_bad_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = Utf8Path::from_path(dir.path()).unwrap();
+    let (tree, module, key, cert) = setup(dir);
+
+    let (code, stderr) = xtask(&["gen-key", "--out-dir", key.parent().unwrap().as_str()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains(&format!("{key}: already exists")),
+        "{stderr}"
+    );
+
+    let other_key = dir.join("other.pem");
+    let status = Command::new("openssl")
+        .args(["genpkey", "-algorithm", "RSA", "-out", other_key.as_str()])
+        .output()
+        .unwrap()
+        .status;
+    assert!(status.success());
+    let before = std::fs::read(&module).unwrap();
+    let missing = dir.join("missing.pem");
+    for (key, cert, says) in [
+        (
+            &missing,
+            &cert,
+            format!("{missing}: cannot read the signing key"),
+        ),
+        (&key, &module, format!("{module}: not an X.509 certificate")),
+        (&other_key, &cert, format!("{other_key}: ")),
+    ] {
+        let (code, stderr) = xtask(&[
+            "sign",
+            module.as_str(),
+            "--key",
+            key.as_str(),
+            "--cert",
+            cert.as_str(),
+        ]);
+        assert_eq!(code, 2, "{stderr}");
+        assert!(stderr.contains(&says), "no `{says}` in {stderr}");
+        assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+        assert_eq!(std::fs::read(&module).unwrap(), before, "{module} changed");
+        assert!(!Utf8PathBuf::from(format!("{module}.partial")).exists());
+    }
+
+    let (code, stderr) = xtask(&[
+        "sign",
+        module.as_str(),
+        "--key",
+        key.as_str(),
+        "--cert",
+        cert.as_str(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(
+        stderr.contains("verifies against the certificate"),
+        "{stderr}"
+    );
+    let release = tree.release.as_str();
+    let (code, stderr) = xtask(&[
+        "check-module",
+        module.as_str(),
+        "--kernel",
+        release,
+        "--cert",
+        cert.as_str(),
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+}
+
+/// Builds into the workspace's `target/kmod/<release>` (warm after the
+/// other tests), as `--all-kernels` does.
+#[test]
+fn build_module_signs_what_it_builds() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir = Utf8Path::from_path(dir.path()).unwrap();
+    let (tree, _, key, cert) = setup(dir);
+    let (key, cert) = (key.as_str(), cert.as_str());
+    let missing = dir.join("missing.pem");
+    let args = ["build-module", "hello", "--kernel", &tree.release, "--sign"];
+    let (code, stderr) = xtask(&[&args[..], &["--key", missing.as_str(), "--cert", cert]].concat());
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        !stderr.contains("Compiling"),
+        "built before checking the key: {stderr}"
+    );
+
+    let (code, stderr) = xtask(&[&args[..], &["--key", key, "--cert", cert]].concat());
+    assert_eq!(code, 0, "{stderr}");
+    let signed = stderr
+        .lines()
+        .find_map(|line| line.trim_start().strip_prefix("Signed "))
+        .unwrap_or_else(|| panic!("no Signed line in {stderr}"));
+    let ko = Utf8Path::new(signed.split(':').next().unwrap());
+    assert!(
+        ko.as_str()
+            .ends_with(&format!("kmod/{}/hello.ko", tree.release)),
+        "{signed}"
+    );
+    let info = kmod_build::ModuleInfo::read(ko).unwrap();
+    let mut summary = kmod_build::signature::Summary::of(&info);
+    summary.verify(
+        &info,
+        &kmod_build::signature::load_certificate(Utf8Path::new(cert)).unwrap(),
+    );
+    assert_eq!(
+        summary.verified,
+        kmod_build::signature::Verified::Yes,
+        "{summary}"
+    );
+}
