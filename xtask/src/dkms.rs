@@ -1,7 +1,8 @@
 //! `cargo xtask dkms`: a DKMS source package of a module crate, so that a
 //! kernel upgrade rebuilds the module through DKMS, offline.
 //!
-//! The package is a cut-down copy of this workspace (kmod-build, xtask,
+//! The package is a cut-down copy of this workspace (kmod-build,
+//! kmod-runtime, xtask,
 //! the module crate, the pinned `rust-toolchain.toml`) with every crate it
 //! needs vendored, including those `-Zbuild-std` takes from the toolchain's
 //! `library/Cargo.lock`. `dkms.conf` builds with the same
