@@ -3,8 +3,8 @@
 //!
 //! The package is a cut-down copy of this workspace (kmod-build,
 //! kmod-runtime, xtask, the module crate, the pinned `rust-toolchain.toml`)
-//! with every crate it needs vendored, including those `-Zbuild-std` takes from the toolchain's
-//! `library/Cargo.lock`. `dkms.conf` builds with the same
+//! with every crate it needs vendored, including those `-Zbuild-std` takes
+//! from the toolchain's `library/Cargo.lock`. `dkms.conf` builds with the same
 //! `cargo xtask build-module` against `$kernel_source_dir`; DKMS picks the
 //! `.ko` up from `target/kmod/$kernelver/`.
 
