@@ -226,6 +226,18 @@ impl GuestLog {
         })
     }
 
+    /// The output of section `name`, whose command must have exited 0.
+    pub fn expect_success(&self, name: &str) -> Result<&str> {
+        let section = self.expect_section(name)?;
+        anyhow::ensure!(
+            section.rc == 0,
+            "`{name}` exited {} in the guest:\n{}",
+            section.rc,
+            self.tail(TAIL_LINES)
+        );
+        Ok(section.output)
+    }
+
     /// The last `n` lines of the console.
     pub fn tail(&self, n: usize) -> String {
         tail_lines(&self.console, n)

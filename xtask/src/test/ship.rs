@@ -193,16 +193,8 @@ fn boot(
             log.tail(30)
         );
     }
-    ensure!(
-        log.expect_section("load")?.rc == 0,
-        "insmod {module} failed:\n{}",
-        log.tail(30)
-    );
-    ensure!(
-        log.expect_section("unload")?.rc == 0,
-        "rmmod hello failed:\n{}",
-        log.tail(30)
-    );
+    log.expect_success("load")?;
+    log.expect_success("unload")?;
     let kernel_log = log.expect_section("log")?.output;
     for message in [
         format!("hello: loaded, built for {}", tree.release),
