@@ -387,12 +387,17 @@ impl Fingerprint {
         recorded.is_some() && recorded == self.compute()
     }
 
-    /// Called once the `.ko` is installed.
+    /// Called once the `.ko` is installed. Without a fingerprint the next
+    /// build simply is not skipped.
     pub fn record(&self) -> Result<()> {
-        let value = self
-            .compute()
-            .context("fingerprinting a build whose inputs just existed")?;
-        std::fs::write(&self.stamp, value).with_context(|| format!("writing {}", self.stamp))
+        match self.compute() {
+            Some(value) => std::fs::write(&self.stamp, value),
+            None => std::fs::remove_file(&self.stamp).or_else(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => Ok(()),
+                _ => Err(e),
+            }),
+        }
+        .with_context(|| format!("writing {}", self.stamp))
     }
 
     /// `None` when an input is missing: then the build is stale anyway.
@@ -418,10 +423,13 @@ impl Fingerprint {
     }
 }
 
-/// `path` if it is a file, else every file below it but build outputs.
+/// `path` if it is a file, else every file below it but build outputs;
+/// nothing if it does not exist (a workspace without `.cargo/config.toml`).
 fn files_under(path: &std::path::Path, files: &mut Vec<std::path::PathBuf>) {
     let Ok(entries) = std::fs::read_dir(path) else {
-        files.push(path.to_owned());
+        if path.exists() {
+            files.push(path.to_owned());
+        }
         return;
     };
     let mut entries: Vec<_> = entries.flatten().map(|e| e.path()).collect();
