@@ -147,14 +147,15 @@ fn build_rust(sh: &Shell, trees: &[KernelTree]) -> Result<()> {
     Ok(())
 }
 
-/// Forgets hello's and the runtime's builds for `tree`, keeping what any
-/// module reuses: `core`, the probed flags, the bindings cache.
+/// Forgets hello's own build for `tree` (`cargo clean -p hello`, its Kbuild
+/// dir, its `.ko`), keeping what building any module leaves for the next:
+/// `core`, `kmod-runtime`, the probed flags, the bindings cache.
 fn clean_rust(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> {
     let out = hello.output_dir(tree);
     let target_dir = out.join("cargo");
     let manifest = project_root().join("Cargo.toml");
     let target = kmod_build::RUST_TARGET;
-    cmd!(sh, "cargo clean --quiet -p hello -p kmod-runtime --manifest-path {manifest} --target-dir {target_dir} --target {target} --profile kmod")
+    cmd!(sh, "cargo clean --quiet -p hello --manifest-path {manifest} --target-dir {target_dir} --target {target} --profile kmod")
         .quiet()
         .run()?;
     for path in [out.join("kbuild/hello"), hello.ko_path(tree)] {
@@ -220,15 +221,12 @@ struct CheckTimes {
 
 fn measure_check(ko: &Utf8Path, tree: &KernelTree) -> Result<CheckTimes> {
     const RUNS: usize = 21;
-    let kernel = check::Kernel::load(tree)?;
+    let mut kernel = check::Kernel::load(tree)?;
+    let exports = kernel.symvers.len();
     let whole = median(RUNS, || {
         time(|| {
             let module = ModuleInfo::read(ko)?;
-            let symvers = tree.symvers()?;
-            let kernel = check::Kernel {
-                symvers,
-                ..kernel.clone()
-            };
+            kernel.symvers = tree.symvers()?;
             std::hint::black_box(check::check(&module, &kernel));
             Ok(())
         })
@@ -242,7 +240,7 @@ fn measure_check(ko: &Utf8Path, tree: &KernelTree) -> Result<CheckTimes> {
     })?;
     Ok(CheckTimes {
         release: tree.release.clone(),
-        exports: kernel.symvers.len(),
+        exports,
         whole,
         checks_only,
     })
@@ -255,7 +253,7 @@ fn render(
     parallel: Option<(usize, Duration, Duration)>,
 ) -> String {
     let secs = |d: Duration| format!("{:.2} s", d.as_secs_f64());
-    let ms = |d: Duration| format!("{:.2} ms", d.as_secs_f64() * 1e3);
+    let ms = |d: Duration| format!("{:.3} ms", d.as_secs_f64() * 1e3);
     let mut out = String::from("# Benchmarks\n\n");
     let _ = writeln!(
         out,
