@@ -104,8 +104,8 @@ impl Kernel {
             symvers: tree.symvers()?,
             this_module_size: tree
                 .in_tree_module()
-                .and_then(|path| ModuleInfo::read(&path).ok())
-                .and_then(|info| info.this_module_size),
+                .and_then(|path| ModuleInfo::read_this_module_size(&path).ok())
+                .flatten(),
             refuses_unversioned: tree.path.join(".kernelvariables").is_file(),
         })
     }

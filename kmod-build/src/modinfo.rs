@@ -45,16 +45,20 @@ pub struct ModuleInfo {
 impl ModuleInfo {
     /// Reads a `.ko`, or a `.ko.xz` as distributions install them.
     pub fn read(path: &Utf8Path) -> Result<ModuleInfo> {
-        let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-        if path.extension() == Some("xz") {
-            let mut elf = Vec::new();
-            lzma_rs::xz_decompress(&mut &bytes[..], &mut elf).map_err(|e| Error::BadModule {
-                module: path.to_owned(),
-                reason: format!("not a valid xz file: {e}"),
-            })?;
-            return ModuleInfo::parse(path, &elf);
-        }
-        ModuleInfo::parse(path, &bytes)
+        ModuleInfo::parse(path, &read_elf(path)?)
+    }
+
+    /// Only the size of `.gnu.linkonce.this_module` (the kernel's `struct
+    /// module`), without reading or disassembling the rest.
+    pub fn read_this_module_size(path: &Utf8Path) -> Result<Option<u64>> {
+        let bytes = read_elf(path)?;
+        let file = object::File::parse(&*bytes).map_err(|e| Error::BadModule {
+            module: path.to_owned(),
+            reason: format!("not an ELF object: {e}"),
+        })?;
+        Ok(file
+            .section_by_name(".gnu.linkonce.this_module")
+            .map(|s| s.size()))
     }
 
     pub fn parse(path: &Utf8Path, bytes: &[u8]) -> Result<ModuleInfo> {
@@ -145,6 +149,20 @@ impl ModuleInfo {
             file.split('.').next().unwrap_or(file)
         })
     }
+}
+
+/// The ELF bytes of a `.ko` or `.ko.xz`.
+fn read_elf(path: &Utf8Path) -> Result<Vec<u8>> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    if path.extension() != Some("xz") {
+        return Ok(bytes);
+    }
+    let mut elf = Vec::new();
+    lzma_rs::xz_decompress(&mut &bytes[..], &mut elf).map_err(|e| Error::BadModule {
+        module: path.to_owned(),
+        reason: format!("not a valid xz file: {e}"),
+    })?;
+    Ok(elf)
 }
 
 fn parse_modinfo(data: &[u8]) -> Vec<(String, String)> {
