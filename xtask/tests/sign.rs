@@ -67,6 +67,16 @@ fn sign_with_good_and_bad_inputs() {
     assert!(status.success());
     let before = std::fs::read(&module).unwrap();
     let missing = dir.join("missing.pem");
+    let sign = |key: &Utf8PathBuf, cert: &Utf8PathBuf| {
+        xtask(&[
+            "sign",
+            module.as_str(),
+            "--key",
+            key.as_str(),
+            "--cert",
+            cert.as_str(),
+        ])
+    };
     for (key, cert, says) in [
         (
             &missing,
@@ -76,14 +86,7 @@ fn sign_with_good_and_bad_inputs() {
         (&key, &module, format!("{module}: not an X.509 certificate")),
         (&other_key, &cert, format!("{other_key}: ")),
     ] {
-        let (code, stderr) = xtask(&[
-            "sign",
-            module.as_str(),
-            "--key",
-            key.as_str(),
-            "--cert",
-            cert.as_str(),
-        ]);
+        let (code, stderr) = sign(key, cert);
         assert_eq!(code, 2, "{stderr}");
         assert!(stderr.contains(&says), "no `{says}` in {stderr}");
         assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
@@ -91,14 +94,7 @@ fn sign_with_good_and_bad_inputs() {
         assert!(!Utf8PathBuf::from(format!("{module}.partial")).exists());
     }
 
-    let (code, stderr) = xtask(&[
-        "sign",
-        module.as_str(),
-        "--key",
-        key.as_str(),
-        "--cert",
-        cert.as_str(),
-    ]);
+    let (code, stderr) = sign(&key, &cert);
     assert_eq!(code, 0, "{stderr}");
     assert!(
         stderr.contains("verifies against the certificate"),
