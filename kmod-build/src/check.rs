@@ -472,8 +472,8 @@ pub fn symbols(module: &ModuleInfo, kernel: &Kernel) -> Vec<Finding> {
                 None => {}
             }
         }
-        if !export.namespace.is_empty() && !imported.contains(&export.namespace.as_str()) {
-            let ns = &export.namespace;
+        if !export.namespace.is_empty() && !imported.contains(&export.namespace) {
+            let ns = export.namespace;
             let says = format!(
                 "{name}: module uses symbol ({symbol}) from namespace {ns}, but does not import it."
             );

@@ -1,6 +1,5 @@
-use std::collections::BTreeMap;
-
 use camino::Utf8Path;
+use hashbrown::HashMap;
 
 use crate::error::{parse_file, Result};
 
@@ -8,17 +7,17 @@ use crate::error::{parse_file, Result};
 /// only options that are set appear, `=n` ones are absent.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Config {
-    options: BTreeMap<String, String>,
+    options: HashMap<String, String>,
 }
 
 impl Config {
     pub fn load(path: &Utf8Path) -> Result<Config> {
-        parse_file(path, Config::parse)
+        parse_file(path, |text| Config::parse(&text))
     }
 
     /// Parses `CONFIG_X=value` lines; on error returns the 1-based line.
     pub fn parse(text: &str) -> Result<Config, (usize, String)> {
-        let mut options = BTreeMap::new();
+        let mut options = HashMap::with_capacity(text.len() / 32);
         for (index, line) in text.lines().enumerate() {
             let line = line.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -36,7 +35,7 @@ impl Config {
             let value = value
                 .strip_prefix('"')
                 .and_then(|v| v.strip_suffix('"'))
-                .map(|v| v.replace("\\\"", "\"").replace("\\\\", "\\"))
+                .map(unescape)
                 .unwrap_or_else(|| value.to_owned());
             options.insert(name.to_owned(), value);
         }
@@ -59,8 +58,25 @@ impl Config {
         names.iter().any(|name| self.is_y(name))
     }
 
+    /// Every option, sorted by name so that what is generated from it is
+    /// the same from run to run.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.options.iter().map(|(k, v)| (k.as_str(), v.as_str()))
+        let mut options: Vec<_> = self
+            .options
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_str()))
+            .collect();
+        options.sort_unstable();
+        options.into_iter()
+    }
+}
+
+/// A quoted value's text: Kconfig escapes `"` and `\` inside quotes.
+fn unescape(quoted: &str) -> String {
+    if quoted.contains('\\') {
+        quoted.replace("\\\"", "\"").replace("\\\\", "\\")
+    } else {
+        quoted.to_owned()
     }
 }
 

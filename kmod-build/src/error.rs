@@ -104,9 +104,9 @@ pub(crate) fn read_to_string(path: &camino::Utf8Path) -> Result<String> {
 /// `(1-based line, why)`.
 pub(crate) fn parse_file<T>(
     path: &camino::Utf8Path,
-    parse: impl FnOnce(&str) -> Result<T, (usize, String)>,
+    parse: impl FnOnce(String) -> Result<T, (usize, String)>,
 ) -> Result<T> {
-    parse(&read_to_string(path)?).map_err(|(line, why)| Error::Parse {
+    parse(read_to_string(path)?).map_err(|(line, why)| Error::Parse {
         path: path.to_owned(),
         line,
         why,

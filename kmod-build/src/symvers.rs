@@ -1,6 +1,8 @@
-use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::ops::Range;
 
 use camino::Utf8Path;
+use hashbrown::{DefaultHashBuilder, HashTable};
 
 use crate::error::{parse_file, Result};
 
@@ -13,19 +15,35 @@ pub enum ExportKind {
 }
 
 /// One line of `Module.symvers`.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Export {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Export<'a> {
     pub crc: u32,
-    pub module: String,
+    pub module: &'a str,
     pub kind: ExportKind,
     /// Empty when the symbol is in no namespace.
-    pub namespace: String,
+    pub namespace: &'a str,
 }
 
 /// The exports a tree's `Module.symvers` lists, by symbol name.
+///
+/// A check reads a 27k-line file to look up a handful of symbols, so the
+/// table keeps the file's text and indexes byte ranges of it instead of
+/// allocating three strings per line.
 #[derive(Debug, Clone, Default)]
 pub struct Symvers {
-    exports: HashMap<String, Export>,
+    text: String,
+    exports: HashTable<Line>,
+    hasher: DefaultHashBuilder,
+}
+
+/// The fields of one line, as ranges of [`Symvers::text`].
+#[derive(Debug, Clone)]
+struct Line {
+    crc: u32,
+    kind: ExportKind,
+    name: Range<u32>,
+    module: Range<u32>,
+    namespace: Range<u32>,
 }
 
 impl Symvers {
@@ -34,23 +52,33 @@ impl Symvers {
     }
 
     /// Parses `0xCRC<TAB>symbol<TAB>module<TAB>EXPORT_SYMBOL[_GPL]<TAB>namespace`
-    /// lines; on error returns the 1-based line.
-    pub fn parse(text: &str) -> Result<Symvers, (usize, String)> {
-        let mut exports = HashMap::with_capacity(text.len() / 64);
-        for (index, line) in text.lines().enumerate() {
+    /// lines; on error returns the 1-based line. A later line for the same
+    /// symbol replaces an earlier one.
+    pub fn parse(text: impl Into<String>) -> Result<Symvers, (usize, String)> {
+        let text = text.into();
+        if u32::try_from(text.len()).is_err() {
+            return Err((
+                0,
+                format!("{} bytes is too large for a Module.symvers", text.len()),
+            ));
+        }
+        let hasher = DefaultHashBuilder::default();
+        let mut exports = HashTable::with_capacity(text.len() / 64);
+        let span = |part: &str| {
+            let start = part.as_ptr() as usize - text.as_ptr() as usize;
+            start as u32..(start + part.len()) as u32
+        };
+        for (index, (line, fields, count)) in tab_separated_lines(&text).enumerate() {
             if line.is_empty() {
                 continue;
             }
             let fail = |why: String| (index + 1, why);
-            let mut fields = line.split('\t');
-            let (Some(crc), Some(name), Some(module), Some(kind)) =
-                (fields.next(), fields.next(), fields.next(), fields.next())
-            else {
+            if count < 4 {
                 return Err(fail(format!(
                     "expected at least 4 tab-separated fields in `{line}`"
                 )));
-            };
-            let namespace = fields.next().unwrap_or("");
+            }
+            let [crc, name, module, kind, namespace] = fields;
             let crc = crc
                 .strip_prefix("0x")
                 .and_then(|hex| u32::from_str_radix(hex, 16).ok())
@@ -60,21 +88,42 @@ impl Symvers {
                 "EXPORT_SYMBOL_GPL" => ExportKind::GplOnly,
                 other => return Err(fail(format!("unknown export type `{other}`"))),
             };
-            exports.insert(
-                name.to_owned(),
-                Export {
-                    crc,
-                    module: module.to_owned(),
-                    kind,
-                    namespace: namespace.to_owned(),
-                },
-            );
+            let line = Line {
+                crc,
+                kind,
+                name: span(name),
+                module: span(module),
+                namespace: span(namespace),
+            };
+            let name_of = |line: &Line| &text[line.name.start as usize..line.name.end as usize];
+            match exports.entry(
+                hasher.hash_one(name),
+                |old: &Line| name_of(old) == name,
+                |old: &Line| hasher.hash_one(name_of(old)),
+            ) {
+                hashbrown::hash_table::Entry::Occupied(mut old) => *old.get_mut() = line,
+                hashbrown::hash_table::Entry::Vacant(slot) => {
+                    slot.insert(line);
+                }
+            }
         }
-        Ok(Symvers { exports })
+        Ok(Symvers {
+            text,
+            exports,
+            hasher,
+        })
     }
 
-    pub fn get(&self, symbol: &str) -> Option<&Export> {
-        self.exports.get(symbol)
+    pub fn get(&self, symbol: &str) -> Option<Export<'_>> {
+        let line = self.exports.find(self.hasher.hash_one(symbol), |line| {
+            self.field(&line.name) == symbol
+        })?;
+        Some(Export {
+            crc: line.crc,
+            module: self.field(&line.module),
+            kind: line.kind,
+            namespace: self.field(&line.namespace),
+        })
     }
 
     pub fn len(&self) -> usize {
@@ -84,6 +133,52 @@ impl Symvers {
     pub fn is_empty(&self) -> bool {
         self.exports.is_empty()
     }
+
+    fn field(&self, range: &Range<u32>) -> &str {
+        &self.text[range.start as usize..range.end as usize]
+    }
+}
+
+/// Fields of a `Module.symvers` line: CRC, symbol, module, export type and
+/// namespace.
+const FIELDS: usize = 5;
+
+/// Each line of `text` with its first [`FIELDS`] tab-separated fields
+/// (missing ones empty, all slices of `text`) and how many it has, found in one `memchr` pass:
+/// splitting lines, then fields, was most of the time a check took.
+fn tab_separated_lines(text: &str) -> impl Iterator<Item = (&str, [&str; FIELDS], usize)> {
+    let end_of_text = text.len();
+    let mut separators =
+        memchr::memchr2_iter(b'\t', b'\n', text.as_bytes()).chain(std::iter::once(end_of_text));
+    let mut line_start = 0;
+    std::iter::from_fn(move || {
+        if line_start >= end_of_text {
+            return None;
+        }
+        let mut fields = [""; FIELDS];
+        let mut count = 0;
+        let mut field_start = line_start;
+        for end in separators.by_ref() {
+            if let Some(field) = fields.get_mut(count) {
+                *field = &text[field_start..end];
+            }
+            count += 1;
+            field_start = end + 1;
+            if end == end_of_text || text.as_bytes()[end] == b'\n' {
+                let line = &text[line_start..end];
+                line_start = end + 1;
+                if let Some(last) = fields.get_mut(count - 1) {
+                    *last = last.strip_suffix('\r').unwrap_or(last);
+                }
+                // Missing fields are empty slices of `text` too.
+                for missing in fields.iter_mut().skip(count) {
+                    *missing = &text[end..end];
+                }
+                return Some((line.strip_suffix('\r').unwrap_or(line), fields, count));
+            }
+        }
+        None
+    })
 }
 
 #[cfg(test)]
@@ -107,6 +202,23 @@ mod tests {
         );
         assert_eq!(symvers.get("usb_stor_x").unwrap().namespace, "USB_STORAGE");
         assert!(symvers.get("nope").is_none());
+    }
+
+    #[test]
+    fn splits_lines_like_str_lines() {
+        let symvers = Symvers::parse(
+            "0x1\ta\tvmlinux\tEXPORT_SYMBOL\r\n\n\
+             0x2\tb\tm\tEXPORT_SYMBOL_GPL\tNS\textra\r\n\
+             0x3\ta\tvmlinux\tEXPORT_SYMBOL\tLAST",
+        )
+        .unwrap();
+        assert_eq!(symvers.len(), 2);
+        let b = symvers.get("b").unwrap();
+        assert_eq!((b.crc, b.module, b.namespace), (2, "m", "NS"));
+        // The later line for `a` wins; the last line needs no newline.
+        let a = symvers.get("a").unwrap();
+        assert_eq!((a.crc, a.namespace), (3, "LAST"));
+        assert!(Symvers::parse("").unwrap().is_empty());
     }
 
     #[test]

@@ -306,7 +306,7 @@ impl KernelTree {
             });
         };
         let text = read_maybe_compressed(&path)?;
-        Symvers::parse(&text).map_err(|(line, why)| Error::Parse { path, line, why })
+        Symvers::parse(text).map_err(|(line, why)| Error::Parse { path, line, why })
     }
 
     /// Where `Module.symvers` is: in the tree, else where Fedora, RHEL and
