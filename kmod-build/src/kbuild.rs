@@ -1,7 +1,7 @@
 //! Linking through the tree's own Kbuild: `make -C <tree> M=<dir>` runs
 //! modpost (vermagic, `.mod.c`, `__versions`), objtool and the final link.
 
-use std::process::Command;
+use std::process::{Child, Command, Output, Stdio};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
@@ -35,51 +35,149 @@ pub fn link(
     shims: &[Utf8PathBuf],
     build_dir: &Utf8Path,
 ) -> Result<Linked> {
+    start_link(tree, name, build_dir)?.finish(staticlib, shims)
+}
+
+/// [`link`] in two steps, so that Kbuild's own setup overlaps the Rust
+/// compile: for a small module, `make` spends most of its time reading the
+/// tree's Makefiles and probing the compiler (0.7 s of 1.3 s on 6.1), none
+/// of which needs the Rust code. [`start_link`] starts `make` with a Kbuild
+/// file that waits for the module's part (`kmod.mk`), which
+/// [`PendingLink::finish`] writes once the staticlib exists. Dropping the
+/// pending link instead makes `make` stop and waits for it.
+pub fn start_link(tree: &KernelTree, name: &str, build_dir: &Utf8Path) -> Result<PendingLink> {
     check_kbuild_path(build_dir)?;
     std::fs::create_dir_all(build_dir).map_err(|e| Error::io(build_dir, e))?;
-    let crate_objects = crate_objects(staticlib)?;
-    for (index, object) in crate_objects.iter().enumerate() {
-        write_if_changed(&build_dir.join(format!("{name}_crate{index}.o")), object)?;
-    }
-    let mut shim_sources = String::new();
-    for (index, shim) in shims.iter().enumerate() {
-        copy_if_changed(shim, &build_dir.join(format!("{name}_shim{index}.c")))?;
-        shim_sources += &std::fs::read_to_string(shim).map_err(|e| Error::io(shim, e))?;
-    }
-    let used_helpers: Vec<String> = undefined_symbols(staticlib, &crate_objects)?
-        .into_iter()
-        .filter(|symbol| {
-            shim_sources.contains(&format!(
-                "#ifdef {}{symbol}\n",
-                crate::module::SHIM_USE_PREFIX
-            ))
-        })
-        .collect();
+    let module_part = build_dir.join(MODULE_PART);
+    remove_if_exists(&module_part)?;
     write_if_changed(
         &build_dir.join("Kbuild"),
-        kbuild_file(name, crate_objects.len(), shims.len(), &used_helpers).as_bytes(),
+        waiting_kbuild_file(&module_part, std::process::id()).as_bytes(),
     )?;
+    // The Rust object and the shims are independent until the module link.
+    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut make = Command::new("make");
-    make.arg("-C")
+    make.arg(format!("-j{jobs}"))
+        .arg("-C")
         .arg(&tree.path)
         .arg(format!("M={build_dir}"))
         .args(tree.compiler().make_args())
-        .arg("modules");
-    let output = run(&mut make)?;
-    let ko = build_dir.join(format!("{name}.ko"));
-    if !ko.is_file() {
-        return Err(Error::Command {
-            command: format!("make -C {} M={build_dir} modules", tree.path),
-            status: format!(": {ko} was not produced"),
-            output,
-        });
+        .arg("modules")
+        .env("LC_ALL", "C")
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let shown = shown(&make);
+    let child = make.spawn().map_err(|e| Error::Command {
+        command: shown.clone(),
+        status: String::new(),
+        output: e.to_string(),
+    })?;
+    Ok(PendingLink {
+        make: Some(child),
+        shown,
+        name: name.to_owned(),
+        build_dir: build_dir.to_owned(),
+    })
+}
+
+/// The Kbuild part [`PendingLink::finish`] writes, which the Kbuild file
+/// waits for.
+const MODULE_PART: &str = "kmod.mk";
+
+/// A `make` started by [`start_link`], waiting for the Rust code.
+#[derive(Debug)]
+pub struct PendingLink {
+    /// `None` once waited for.
+    make: Option<Child>,
+    shown: String,
+    name: String,
+    build_dir: Utf8PathBuf,
+}
+
+impl PendingLink {
+    /// Puts the crate's objects and `shims` where the Kbuild file expects
+    /// them, releases `make` and waits for the `.ko`.
+    pub fn finish(mut self, staticlib: &Utf8Path, shims: &[Utf8PathBuf]) -> Result<Linked> {
+        let (name, build_dir) = (&self.name, &self.build_dir);
+        let crate_objects = crate_objects(staticlib)?;
+        for (index, object) in crate_objects.iter().enumerate() {
+            write_if_changed(&build_dir.join(format!("{name}_crate{index}.o")), object)?;
+        }
+        let mut shim_sources = String::new();
+        for (index, shim) in shims.iter().enumerate() {
+            copy_if_changed(shim, &build_dir.join(format!("{name}_shim{index}.c")))?;
+            shim_sources += &std::fs::read_to_string(shim).map_err(|e| Error::io(shim, e))?;
+        }
+        let used_helpers: Vec<String> = undefined_symbols(staticlib, &crate_objects)?
+            .into_iter()
+            .filter(|symbol| {
+                shim_sources.contains(&format!(
+                    "#ifdef {}{symbol}\n",
+                    crate::module::SHIM_USE_PREFIX
+                ))
+            })
+            .collect();
+        let part = module_kbuild(name, crate_objects.len(), shims.len(), &used_helpers);
+        let ko = build_dir.join(format!("{name}.ko"));
+        let output = self.release(&part)?;
+        if !ko.is_file() {
+            return Err(Error::Command {
+                command: self.shown.clone(),
+                status: format!(": {ko} was not produced"),
+                output,
+            });
+        }
+        let warnings = output
+            .lines()
+            .filter(|line| line.contains("WARNING:") || line.contains("warning:"))
+            .map(String::from)
+            .collect();
+        Ok(Linked { ko, warnings })
     }
-    let warnings = output
-        .lines()
-        .filter(|line| line.contains("WARNING:") || line.contains("warning:"))
-        .map(String::from)
-        .collect();
-    Ok(Linked { ko, warnings })
+
+    /// Writes the module's Kbuild part whole (the waiting `make` reads it as
+    /// soon as it exists) and waits for `make`; its output, or an error
+    /// holding it.
+    fn release(&mut self, part: &str) -> Result<String> {
+        let path = self.build_dir.join(MODULE_PART);
+        let partial = path.with_extension("mk.partial");
+        std::fs::write(&partial, part).map_err(|e| Error::io(&partial, e))?;
+        std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, e))?;
+        let Some(make) = self.make.take() else {
+            return Ok(String::new());
+        };
+        let output = make.wait_with_output().map_err(|e| Error::Command {
+            command: self.shown.clone(),
+            status: String::new(),
+            output: e.to_string(),
+        })?;
+        command_output(&self.shown, output)
+    }
+}
+
+impl Drop for PendingLink {
+    /// The Rust code did not build: stop `make` at the Kbuild file rather
+    /// than leave it waiting (or kill it halfway through writing files).
+    fn drop(&mut self) {
+        if self.make.is_some() {
+            let _ = self.release("$(error kmod-build: the Rust code did not build)\n");
+        }
+    }
+}
+
+/// Waits (a shell loop: 10 ms polls for a second, then 100 ms ones) until
+/// `module_part` exists or process `pid` (the driver) is gone, then
+/// includes it. Read twice, by Makefile.build and Makefile.modpost; the
+/// second time it exists.
+fn waiting_kbuild_file(module_part: &Utf8Path, pid: u32) -> String {
+    format!(
+        "# Generated by kmod-build: make starts while cargo compiles the Rust code;\n\
+         # the module's part follows in {MODULE_PART}.\n\
+         $(shell n=0; while [ ! -e {module_part} ] && kill -0 {pid} 2>/dev/null; do \
+         if [ $$n -lt 100 ]; then sleep 0.01; else sleep 0.1; fi; n=$$((n+1)); done)\n\
+         include {module_part}\n"
+    )
 }
 
 /// The members of a Rust staticlib that are the crate's code, without
@@ -130,7 +228,12 @@ fn undefined_symbols(staticlib: &Utf8Path, objects: &[Vec<u8>]) -> Result<Vec<St
     Ok(names)
 }
 
-fn kbuild_file(name: &str, crate_objects: usize, shims: usize, used_helpers: &[String]) -> String {
+fn module_kbuild(
+    name: &str,
+    crate_objects: usize,
+    shims: usize,
+    used_helpers: &[String],
+) -> String {
     let shim_objects: String = (0..shims).map(|i| format!(" {name}_shim{i}.o")).collect();
     let used_helpers: String = used_helpers
         .iter()
@@ -175,7 +278,17 @@ pub fn check_kbuild_path(dir: &Utf8Path) -> Result<()> {
 /// error holding both.
 pub(crate) fn run(command: &mut Command) -> Result<String> {
     command.env("LC_ALL", "C");
-    let shown = format!(
+    let shown = shown(command);
+    let output = command.output().map_err(|e| Error::Command {
+        command: shown.clone(),
+        status: String::new(),
+        output: e.to_string(),
+    })?;
+    command_output(&shown, output)
+}
+
+fn shown(command: &Command) -> String {
+    format!(
         "{} {}",
         command.get_program().to_string_lossy(),
         command
@@ -183,12 +296,11 @@ pub(crate) fn run(command: &mut Command) -> Result<String> {
             .map(|a| a.to_string_lossy())
             .collect::<Vec<_>>()
             .join(" ")
-    );
-    let output = command.output().map_err(|e| Error::Command {
-        command: shown.clone(),
-        status: String::new(),
-        output: e.to_string(),
-    })?;
+    )
+}
+
+/// Stdout then stderr, or an error holding both if the command failed.
+fn command_output(shown: &str, output: Output) -> Result<String> {
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&output.stdout),
@@ -198,10 +310,17 @@ pub(crate) fn run(command: &mut Command) -> Result<String> {
         Ok(text)
     } else {
         Err(Error::Command {
-            command: shown,
+            command: shown.to_owned(),
             status: format!(" ({})", output.status),
             output: text,
         })
+    }
+}
+
+fn remove_if_exists(path: &Utf8Path) -> Result<()> {
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => Err(Error::io(path, e)),
+        _ => Ok(()),
     }
 }
 
@@ -233,12 +352,12 @@ mod tests {
     }
 
     #[test]
-    fn kbuild_file_links_the_named_archive() {
-        let text = kbuild_file("hello", 1, 1, &["kmod_bug".to_owned()]);
+    fn module_kbuild_links_the_named_archive() {
+        let text = module_kbuild("hello", 1, 1, &["kmod_bug".to_owned()]);
         assert!(text.contains("ccflags-y := -DKMOD_SHIM_USE_kmod_bug\n"));
         assert!(text.contains("obj-m := hello.o\n"));
         assert!(text.contains("hello-y := hello_rust.o hello_shim0.o\n"));
-        assert!(kbuild_file("hello", 1, 2, &[])
+        assert!(module_kbuild("hello", 1, 2, &[])
             .contains("hello-y := hello_rust.o hello_shim0.o hello_shim1.o\n"));
         assert!(text.contains(
             "$(obj)/hello_rust.o: $(obj)/hello_crate0.o FORCE\n\t$(call if_changed,link_rust)"

@@ -33,7 +33,7 @@ pub use cflags::CFlags;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use modinfo::{ModuleInfo, VersionEntry};
-pub use module::{check_libclang, Module, SHIM_FILE};
+pub use module::{check_libclang, check_libclang_remembered, Module, SHIM_FILE};
 pub use rustflags::RustFlags;
 pub use signature::Signature;
 pub use symvers::{Export, ExportKind, Symvers};

@@ -1,4 +1,5 @@
 use std::fmt::Write as _;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
@@ -318,15 +319,52 @@ fn helper_name(prototype: &str) -> Result<&str> {
         .ok_or_else(|| Error::Bindgen(format!("helper `{prototype}` is not a C prototype")))
 }
 
+/// Set once libclang has been found: clang-sys scans the library
+/// directories and maps a ~30 MB library on every load (~0.1 s). A failure
+/// is not remembered, so that a check after installing it sees it.
+static LIBCLANG_FOUND: AtomicBool = AtomicBool::new(false);
+
 /// Loads libclang (for bindgen) or says which package provides it.
 pub fn check_libclang() -> Result<()> {
-    if clang_sys::is_loaded() {
+    if !LIBCLANG_FOUND.load(Ordering::Relaxed) && !load_libclang() {
+        return Err(libclang_missing());
+    }
+    LIBCLANG_FOUND.store(true, Ordering::Relaxed);
+    Ok(())
+}
+
+/// [`check_libclang`], remembered across processes in `cache_dir`: where
+/// libclang was found, trusted while that file exists and `LIBCLANG_PATH`
+/// is unchanged. For drivers that check prerequisites on every build.
+pub fn check_libclang_remembered(cache_dir: &Utf8Path) -> Result<()> {
+    let memo = cache_dir.join("libclang");
+    let key = format!("LIBCLANG_PATH={:?}\n", std::env::var_os("LIBCLANG_PATH"));
+    let remembered = std::fs::read_to_string(&memo).ok().is_some_and(|text| {
+        text.strip_prefix(&key)
+            .is_some_and(|path| std::path::Path::new(path).is_file())
+    });
+    if remembered {
+        LIBCLANG_FOUND.store(true, Ordering::Relaxed);
         return Ok(());
     }
-    clang_sys::load().map_err(|_| Error::Prerequisite {
+    check_libclang()?;
+    if let Some(library) = clang_sys::get_library() {
+        // Only a shortcut for the next run: failing to write it is harmless.
+        let _ = std::fs::create_dir_all(cache_dir)
+            .and_then(|()| std::fs::write(&memo, format!("{key}{}", library.path().display())));
+    }
+    Ok(())
+}
+
+fn load_libclang() -> bool {
+    clang_sys::is_loaded() || clang_sys::load().is_ok()
+}
+
+fn libclang_missing() -> Error {
+    Error::Prerequisite {
         what: "libclang (for bindgen)".into(),
         help: "apt-get install libclang-dev (Fedora: dnf install clang-devel; Arch: pacman -S clang), or set LIBCLANG_PATH".into(),
-    })
+    }
 }
 
 /// A module crate compiled without the tree's codegen would build but not

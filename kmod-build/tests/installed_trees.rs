@@ -264,3 +264,18 @@ fn tempdir() -> Utf8PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     Utf8PathBuf::try_from(dir).unwrap()
 }
+
+#[test]
+fn an_abandoned_link_stops_the_waiting_make() {
+    for tree in trees() {
+        let dir = tempdir();
+        let pending = kmod_build::kbuild::start_link(&tree, "abandoned", &dir).unwrap();
+        // Dropping it (the Rust code did not build) tells make to stop and
+        // waits for it: this returns, and no module appears.
+        drop(pending);
+        assert!(!dir.join("abandoned.ko").exists(), "{}", tree.release);
+        let part = std::fs::read_to_string(dir.join("kmod.mk")).unwrap();
+        assert!(part.contains("$(error"), "{}: {part}", tree.release);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -62,7 +62,7 @@ pub fn run(args: &Args) -> Result<()> {
         }
     }
     if !stale.is_empty() {
-        prerequisites::ensure(&Shell::new()?, !args.no_install)?;
+        prerequisites::ensure(&Shell::new()?, !args.no_install, &crate_.cache_dir())?;
         results.extend(build_in_parallel(&crate_, &stale, args));
     }
     if args.all_kernels {
@@ -342,6 +342,11 @@ impl ModuleCrate {
     }
 
     /// Where the checked module ends up.
+    /// Caches shared by every module crate and tree (bindings, C flags).
+    pub fn cache_dir(&self) -> Utf8PathBuf {
+        self.target_dir.join("kmod/cache")
+    }
+
     pub fn ko_path(&self, tree: &KernelTree) -> Utf8PathBuf {
         self.output_dir(tree).join(format!("{}.ko", self.name))
     }
@@ -457,6 +462,8 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
         "Compiling",
         &format!("{name} ({release}): core, bindings, crate"),
     );
+    // Kbuild sets itself up while cargo compiles; it waits for the objects.
+    let link = kbuild::start_link(tree, name, &out.join("kbuild").join(name))?;
     let shims = compile(sh, crate_, tree, &RustFlags::for_config(&kernel.config))?;
     let staticlib = out.join(format!(
         "cargo/{}/kmod/lib{}.a",
@@ -465,13 +472,7 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
     ));
 
     status::step("Linking", &format!("{name}.ko ({release})"));
-    let linked = kbuild::link(
-        tree,
-        name,
-        &staticlib,
-        &shims,
-        &out.join("kbuild").join(name),
-    )?;
+    let linked = link.finish(&staticlib, &shims)?;
     if !linked.warnings.is_empty() {
         bail!(
             "{name}.ko ({release}): Kbuild warned, so the module was not installed at {ko}:\n  {}",
@@ -527,7 +528,7 @@ fn compile(
 ) -> Result<Vec<Utf8PathBuf>> {
     let manifest = project_root().join("Cargo.toml");
     let target_dir = crate_.output_dir(tree).join("cargo");
-    let cache = crate_.target_dir.join("kmod/cache");
+    let cache = crate_.cache_dir();
     let (name, target) = (&crate_.name, kmod_build::RUST_TARGET);
     let messages = cmd!(sh, "cargo build --quiet --message-format=json-render-diagnostics --manifest-path {manifest} -p {name} --profile kmod --target {target} -Zbuild-std=core,alloc,compiler_builtins --target-dir {target_dir}")
         .env("RUSTC_BOOTSTRAP", "1")

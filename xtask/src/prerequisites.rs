@@ -2,6 +2,7 @@
 //! (root with apt-get) or named with the exact command otherwise.
 
 use anyhow::Result;
+use camino::Utf8Path;
 use xshell::{cmd, Shell};
 
 use crate::status;
@@ -12,9 +13,11 @@ struct Need {
     package: &'static str,
 }
 
-fn missing() -> Vec<Need> {
+/// `cache_dir` remembers where libclang was found: loading it to check
+/// costs ~0.1 s of every build.
+fn missing(cache_dir: &Utf8Path) -> Vec<Need> {
     let mut needs = Vec::new();
-    if kmod_build::check_libclang().is_err() {
+    if kmod_build::check_libclang_remembered(cache_dir).is_err() {
         needs.push(Need {
             what: "libclang (for bindgen)",
             package: "libclang-dev",
@@ -37,8 +40,8 @@ fn missing() -> Vec<Need> {
 
 /// Makes sure libclang, make and at least one kernel-devel tree are
 /// present, installing them if `may_install` and we can.
-pub fn ensure(sh: &Shell, may_install: bool) -> Result<()> {
-    let mut needs = missing();
+pub fn ensure(sh: &Shell, may_install: bool, cache_dir: &Utf8Path) -> Result<()> {
+    let mut needs = missing(cache_dir);
     // Under a sysroot, packages installed on this machine would not help.
     let can_install = may_install
         && which::which("apt-get").is_ok()
@@ -50,7 +53,7 @@ pub fn ensure(sh: &Shell, may_install: bool) -> Result<()> {
         cmd!(sh, "apt-get install -y {packages...}")
             .env("DEBIAN_FRONTEND", "noninteractive")
             .run()?;
-        needs = missing();
+        needs = missing(cache_dir);
     }
     if needs.is_empty() {
         return Ok(());
