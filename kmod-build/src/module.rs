@@ -333,9 +333,10 @@ pub fn check_libclang() -> Result<()> {
     Ok(())
 }
 
-/// [`check_libclang`], remembered across processes in `cache_dir`: where
-/// libclang was found, trusted while that file exists and `LIBCLANG_PATH`
-/// is unchanged. For drivers that check prerequisites on every build.
+/// [`check_libclang`], remembered across processes in `cache_dir` (if it
+/// exists): where libclang was found, trusted while that file exists and
+/// `LIBCLANG_PATH` is unchanged. For drivers that check prerequisites on
+/// every build.
 pub fn check_libclang_remembered(cache_dir: &Utf8Path) -> Result<()> {
     let memo = cache_dir.join("libclang");
     let key = format!("LIBCLANG_PATH={:?}\n", std::env::var_os("LIBCLANG_PATH"));
@@ -348,10 +349,10 @@ pub fn check_libclang_remembered(cache_dir: &Utf8Path) -> Result<()> {
         return Ok(());
     }
     check_libclang()?;
-    if let Some(library) = clang_sys::get_library() {
-        // Only a shortcut for the next run: failing to write it is harmless.
-        let _ = std::fs::create_dir_all(cache_dir)
-            .and_then(|()| std::fs::write(&memo, format!("{key}{}", library.path().display())));
+    // Only into a cache directory a build already made (a check never
+    // creates one), and only a shortcut: failing to write it is harmless.
+    if let Some(library) = clang_sys::get_library().filter(|_| cache_dir.is_dir()) {
+        let _ = std::fs::write(&memo, format!("{key}{}", library.path().display()));
     }
     Ok(())
 }
