@@ -5,7 +5,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use kmod_build::{check, kbuild, KernelTree, ModuleInfo, RustFlags};
 use xshell::{cmd, Shell};
 
-use crate::{prerequisites, project_root, sign, status};
+use crate::{prerequisites, project_root, sign, status, sysroot};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -458,10 +458,7 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
     // Loaded before compiling: a tree that cannot check the result fails fast.
     let kernel = check::Kernel::load(tree)?;
 
-    status::step(
-        "Compiling",
-        &format!("{name} ({release}): core, bindings, crate"),
-    );
+    status::step("Compiling", &format!("{name} ({release})"));
     // Kbuild sets itself up while cargo compiles; it waits for the objects.
     let link = kbuild::start_link(tree, name, &out.join("kbuild").join(name))?;
     let shims = compile(sh, crate_, tree, &RustFlags::for_config(&kernel.config))?;
@@ -516,10 +513,11 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
     Ok(ko)
 }
 
-/// `cargo build` of the staticlib with `core` and `alloc` rebuilt under the
-/// tree's codegen (the kernel's own Rust build uses RUSTC_BOOTSTRAP for the
-/// same unstable flags on stable compilers). Returns the C shims the build
-/// scripts of this build left in their `OUT_DIR`s.
+/// `cargo build` of the staticlib against the sysroot whose `core` and
+/// `alloc` were built with the tree's codegen (the kernel's own Rust build
+/// uses RUSTC_BOOTSTRAP for the same unstable flags on stable compilers).
+/// Returns the C shims the build scripts of this build left in their
+/// `OUT_DIR`s.
 fn compile(
     sh: &Shell,
     crate_: &ModuleCrate,
@@ -529,10 +527,12 @@ fn compile(
     let manifest = project_root().join("Cargo.toml");
     let target_dir = crate_.output_dir(tree).join("cargo");
     let cache = crate_.cache_dir();
+    let sysroot = sysroot::ensure(sh, flags, &crate_.target_dir.join("kmod"))?;
+    let encoded = format!("{}\x1f--sysroot={sysroot}", flags.encoded());
     let (name, target) = (&crate_.name, kmod_build::RUST_TARGET);
-    let messages = cmd!(sh, "cargo build --quiet --message-format=json-render-diagnostics --manifest-path {manifest} -p {name} --profile kmod --target {target} -Zbuild-std=core,alloc,compiler_builtins --target-dir {target_dir}")
+    let messages = cmd!(sh, "cargo build --quiet --message-format=json-render-diagnostics --manifest-path {manifest} -p {name} --profile kmod --target {target} --target-dir {target_dir}")
         .env("RUSTC_BOOTSTRAP", "1")
-        .env("CARGO_ENCODED_RUSTFLAGS", flags.encoded())
+        .env("CARGO_ENCODED_RUSTFLAGS", encoded)
         .env_remove("RUSTFLAGS")
         .env(kmod_build::KERNEL_ENV, &tree.path)
         .env(kmod_build::CACHE_ENV, &cache)

@@ -12,6 +12,7 @@ mod prerequisites;
 mod qemu;
 mod sign;
 mod status;
+mod sysroot;
 mod test;
 
 use std::process::ExitCode;

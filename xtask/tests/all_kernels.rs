@@ -6,65 +6,28 @@
 //! tree's output directory is its own. The good trees' builds reuse the
 //! workspace's `target/kmod/<release>`.
 
+mod common;
+
 use std::process::Command;
 
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
+use common::{renamed_copy, Scratch};
 use kmod_build::KernelTree;
 
 const BROKEN_RELEASE: &str = "0.0.0-broken";
-
-struct Scratch(Utf8PathBuf);
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Mirrors `from` in `to` as symlinks, except the entries `replace` writes.
-fn mirror(from: &Utf8Path, to: &Utf8Path, replace: &dyn Fn(&str, &Utf8Path) -> bool) {
-    std::fs::create_dir_all(to).unwrap();
-    for entry in from.read_dir_utf8().unwrap().flatten() {
-        let dest = to.join(entry.file_name());
-        if !replace(entry.file_name(), &dest) {
-            std::os::unix::fs::symlink(entry.path(), &dest).unwrap();
-        }
-    }
-}
-
-/// A copy of `tree` without `Module.symvers`, released as `BROKEN_RELEASE`.
-fn broken_copy(tree: &Utf8Path, copy: &Utf8Path) {
-    mirror(tree, copy, &|name, dest| match name {
-        "Module.symvers" => true,
-        "include" => {
-            mirror(&tree.join("include"), dest, &|name, dest| {
-                if name != "generated" {
-                    return false;
-                }
-                mirror(&tree.join("include/generated"), dest, &|name, dest| {
-                    let ours = name == "utsrelease.h";
-                    if ours {
-                        let define = format!("#define UTS_RELEASE \"{BROKEN_RELEASE}\"\n");
-                        std::fs::write(dest, define).unwrap();
-                    }
-                    ours
-                });
-                true
-            });
-            true
-        }
-        _ => false,
-    });
-}
 
 #[test]
 fn continues_past_a_broken_tree_and_sums_up() {
     let installed = KernelTree::installed();
     assert!(!installed.is_empty(), "no installed kernel-devel tree");
-    let dir = std::env::temp_dir().join(format!("kmod-xtask-allkernels-{}", std::process::id()));
-    let scratch = Scratch(Utf8PathBuf::try_from(dir).unwrap());
+    let scratch = Scratch::new("allkernels");
     let broken = scratch.0.join("broken");
-    broken_copy(&installed[0].path, &broken);
+    renamed_copy(
+        &installed[0].path,
+        &broken,
+        BROKEN_RELEASE,
+        &["Module.symvers"],
+    );
 
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["build-module", "hello", "--all-kernels", "--kernel"])

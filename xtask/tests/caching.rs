@@ -1,8 +1,11 @@
 //! What makes repeated builds fast actually holds: a second `build-module`
-//! with nothing changed runs neither cargo nor make, and a module and its
+//! with nothing changed runs neither cargo nor make, a module and its
 //! runtime rebuilt after `cargo clean` reuse the shared bindings instead of
-//! running bindgen.
+//! running bindgen, and a kernel with the same codegen as one built before
+//! reuses its `core`.
 //! Timings belong to `cargo xtask bench`; this only checks what is reused.
+
+mod common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -10,6 +13,8 @@ use std::process::Command;
 use std::sync::Mutex;
 use std::time::SystemTime;
 
+use camino::Utf8Path;
+use common::{renamed_copy, Scratch};
 use kmod_build::KernelTree;
 
 fn workspace() -> PathBuf {
@@ -22,9 +27,9 @@ fn workspace() -> PathBuf {
 /// The tests rebuild and clean the same module: one at a time.
 static SAME_MODULE: Mutex<()> = Mutex::new(());
 
-fn build_hello(tree: &KernelTree) -> String {
+fn build_hello(tree: &Utf8Path) -> String {
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
-        .args(["build-module", "hello", "--kernel", tree.path.as_str()])
+        .args(["build-module", "hello", "--kernel", tree.as_str()])
         .env("NO_COLOR", "1")
         .output()
         .unwrap();
@@ -70,12 +75,12 @@ fn first_tree() -> KernelTree {
 fn no_op_build_runs_neither_cargo_nor_make() {
     let _one_at_a_time = SAME_MODULE.lock().unwrap_or_else(|e| e.into_inner());
     let tree = first_tree();
-    build_hello(&tree);
+    build_hello(&tree.path);
     let out = workspace().join("target/kmod").join(&tree.release);
     let kbuild_ko = out.join("kbuild/hello/hello.ko");
     let before = (modified(&kbuild_ko), modified(&out.join("hello.ko")));
 
-    let said = build_hello(&tree);
+    let said = build_hello(&tree.path);
     assert!(said.contains("Fresh"), "{said}");
     assert!(
         !said.contains("Compiling") && !said.contains("Linking"),
@@ -89,7 +94,7 @@ fn no_op_build_runs_neither_cargo_nor_make() {
 fn bindings_survive_cargo_clean() {
     let _one_at_a_time = SAME_MODULE.lock().unwrap_or_else(|e| e.into_inner());
     let tree = first_tree();
-    build_hello(&tree);
+    build_hello(&tree.path);
     let cache = bindings_cache(&tree.release);
     assert!(!cache.is_empty(), "no bindings were cached");
 
@@ -108,7 +113,50 @@ fn bindings_survive_cargo_clean() {
         .unwrap();
     assert!(status.success());
 
-    let said = build_hello(&tree);
+    let said = build_hello(&tree.path);
     assert!(said.contains("Linking"), "hello was not rebuilt:\n{said}");
     assert_eq!(bindings_cache(&tree.release), cache, "bindgen ran again");
+}
+
+/// The sysroots (`core` and `alloc` per codegen) built so far.
+fn sysroots() -> Vec<PathBuf> {
+    let dir = workspace().join("target/kmod/sysroot");
+    let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .flatten()
+        .map(|entry| entry.path())
+        .filter(|path| path.join("lib/rustlib").is_dir())
+        .collect();
+    found.sort();
+    found
+}
+
+#[test]
+fn a_kernel_with_the_same_codegen_reuses_core() {
+    let _one_at_a_time = SAME_MODULE.lock().unwrap_or_else(|e| e.into_inner());
+    let tree = first_tree();
+    build_hello(&tree.path);
+    let before = sysroots();
+    assert!(!before.is_empty(), "no sysroot after building hello");
+
+    // What a kernel update looks like: another release, the same config.
+    let release = "0.0.1-samecodegen";
+    let scratch = Scratch::new("samecodegen");
+    let update = scratch.0.join("update");
+    renamed_copy(&tree.path, &update, release, &[]);
+    let said = build_hello(&update);
+    assert!(
+        !said.contains("core and alloc"),
+        "core was built again:\n{said}"
+    );
+    assert!(said.contains("Linking"), "{said}");
+    let ko = workspace()
+        .join("target/kmod")
+        .join(release)
+        .join("hello.ko");
+    assert!(ko.is_file(), "{} is missing:\n{said}", ko.display());
+    assert_eq!(sysroots(), before, "a sysroot was added");
+    for dir in ["target/kmod", "target/kmod/cache"] {
+        let _ = std::fs::remove_dir_all(workspace().join(dir).join(release));
+    }
 }
