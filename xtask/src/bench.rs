@@ -268,7 +268,10 @@ fn render(
         "Written by `cargo xtask bench` (median of {runs} runs) on {}, {} cores. \
          Rust times are `xtask build-module hello` in a new process (add ~0.1 s \
          for `cargo xtask`'s own freshness check); C times are plain \
-         `make -C <tree> M=<dir>` of `examples/c-hello`, in the same run.\n",
+         `make -C <tree> M=<dir>` of `examples/c-hello`, in the same run. \
+         A clean build starts from `cargo clean -p hello` and no Kbuild \
+         directory (`make clean` for C), keeping what building any other \
+         module leaves: the sysroot (`core`, `alloc`), bindings and C flags.\n",
         cpu_model(),
         std::thread::available_parallelism().map_or(1, |n| n.get())
     );
