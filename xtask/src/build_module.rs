@@ -341,12 +341,12 @@ impl ModuleCrate {
         self.target_dir.join("kmod").join(&tree.release)
     }
 
-    /// Where the checked module ends up.
     /// Caches shared by every module crate and tree (bindings, C flags).
     pub fn cache_dir(&self) -> Utf8PathBuf {
         self.target_dir.join("kmod/cache")
     }
 
+    /// Where the checked module ends up.
     pub fn ko_path(&self, tree: &KernelTree) -> Utf8PathBuf {
         self.output_dir(tree).join(format!("{}.ko", self.name))
     }
