@@ -95,11 +95,10 @@ impl Symvers {
                 module: span(module),
                 namespace: span(namespace),
             };
-            let name_of = |line: &Line| &text[line.name.start as usize..line.name.end as usize];
             match exports.entry(
                 hasher.hash_one(name),
-                |old: &Line| name_of(old) == name,
-                |old: &Line| hasher.hash_one(name_of(old)),
+                |old: &Line| slice(&text, &old.name) == name,
+                |old: &Line| hasher.hash_one(slice(&text, &old.name)),
             ) {
                 hashbrown::hash_table::Entry::Occupied(mut old) => *old.get_mut() = line,
                 hashbrown::hash_table::Entry::Vacant(slot) => {
@@ -115,14 +114,15 @@ impl Symvers {
     }
 
     pub fn get(&self, symbol: &str) -> Option<Export<'_>> {
+        let text = &self.text;
         let line = self.exports.find(self.hasher.hash_one(symbol), |line| {
-            self.field(&line.name) == symbol
+            slice(text, &line.name) == symbol
         })?;
         Some(Export {
             crc: line.crc,
-            module: self.field(&line.module),
+            module: slice(text, &line.module),
             kind: line.kind,
-            namespace: self.field(&line.namespace),
+            namespace: slice(text, &line.namespace),
         })
     }
 
@@ -133,10 +133,11 @@ impl Symvers {
     pub fn is_empty(&self) -> bool {
         self.exports.is_empty()
     }
+}
 
-    fn field(&self, range: &Range<u32>) -> &str {
-        &self.text[range.start as usize..range.end as usize]
-    }
+/// The field of `text` that a [`Line`] range names.
+fn slice<'a>(text: &'a str, range: &Range<u32>) -> &'a str {
+    &text[range.start as usize..range.end as usize]
 }
 
 /// Fields of a `Module.symvers` line: CRC, symbol, module, export type and
