@@ -1,26 +1,12 @@
 //! `cargo xtask build-module` on bad input: one clear line naming what is
 //! wrong and how to fix it, a non-zero exit code, and no `.ko` written.
 
+mod common;
+
 use std::process::{Command, Output};
 
 use camino::{Utf8Path, Utf8PathBuf};
-
-struct Scratch(Utf8PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("kmod-xtask-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(Utf8PathBuf::try_from(dir).unwrap())
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
+use common::Scratch;
 
 /// Runs the xtask binary with its outputs in `target_dir`.
 fn xtask(target_dir: &Utf8Path, args: &[&str], env: &[(&str, &str)]) -> (i32, String) {

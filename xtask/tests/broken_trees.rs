@@ -3,35 +3,15 @@
 //! and `build-module` stops with the same message before make runs, writing
 //! nothing to `target/kmod`.
 
+mod common;
+
 use std::os::unix::fs::{symlink, PermissionsExt};
 use std::path::Path;
 use std::process::Command;
 
 use camino::{Utf8Path, Utf8PathBuf};
+use common::Scratch;
 use kmod_build::{doctor, KernelTree};
-
-/// A scratch directory that mirrors `/` for the packages of one tree.
-struct Scratch(Utf8PathBuf);
-
-impl Scratch {
-    fn new(name: &str) -> Scratch {
-        let dir = std::env::temp_dir().join(format!("kmod-broken-{name}-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
-        std::fs::create_dir_all(&dir).unwrap();
-        Scratch(Utf8PathBuf::try_from(dir).unwrap())
-    }
-
-    /// Where the scratch copy of an absolute real path is.
-    fn copy_of(&self, real: &Utf8Path) -> Utf8PathBuf {
-        self.0.join(real.as_str().trim_start_matches('/'))
-    }
-}
-
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 /// How a piece is broken.
 #[derive(Clone, Copy)]

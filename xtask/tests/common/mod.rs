@@ -1,16 +1,26 @@
-//! Copies of an installed tree under another release, for tests that need
-//! a second kernel beside the installed ones.
+//! What several test crates share: scratch directories, and copies of an
+//! installed tree under another release for tests that need a second
+//! kernel beside the installed ones.
+
+// Each test crate uses only part of this module.
+#![allow(dead_code)]
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-/// A directory removed when dropped.
+/// A directory, made empty, removed when dropped.
 pub struct Scratch(pub Utf8PathBuf);
 
 impl Scratch {
     pub fn new(name: &str) -> Scratch {
         let dir = std::env::temp_dir().join(format!("kmod-xtask-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
         Scratch(Utf8PathBuf::try_from(dir).unwrap())
+    }
+
+    /// Where the scratch copy of an absolute real path is.
+    pub fn copy_of(&self, real: &Utf8Path) -> Utf8PathBuf {
+        self.0.join(real.as_str().trim_start_matches('/'))
     }
 }
 
