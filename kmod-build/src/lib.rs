@@ -15,6 +15,7 @@
 //!    it with the tree, as the kernel's loader would.
 
 mod bindings_cache;
+mod cache_home;
 mod cflags;
 pub mod check;
 mod config;
@@ -29,6 +30,7 @@ pub mod signature;
 mod symvers;
 mod tree;
 
+pub use cache_home::{cache_home, CACHE_HOME_ENV};
 pub use cflags::CFlags;
 pub use config::Config;
 pub use error::{Error, Result};
