@@ -2,12 +2,12 @@
 //! libclang and kmod-build version) and shared by every module crate and
 //! every `cargo clean`: bindgen is the slowest step of a warm build.
 
-use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::{Arc, Mutex};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::{Error, Result};
+use crate::stable_hash::StableHash;
 
 pub(crate) struct BindingsCache {
     bindings: Utf8PathBuf,
@@ -16,11 +16,12 @@ pub(crate) struct BindingsCache {
 }
 
 impl BindingsCache {
-    pub fn new(cache_dir: &Utf8Path, key: &impl Hash) -> BindingsCache {
-        let mut hasher = DefaultHasher::new();
-        (env!("CARGO_PKG_VERSION"), bindgen::clang_version().full).hash(&mut hasher);
-        key.hash(&mut hasher);
-        let stem = format!("bindings-{:016x}", hasher.finish());
+    /// `key` is everything the bindings are generated from.
+    pub fn new(cache_dir: &Utf8Path, key: &StableHash) -> BindingsCache {
+        let mut key = key.clone();
+        key.part(env!("CARGO_PKG_VERSION"))
+            .part(bindgen::clang_version().full);
+        let stem = format!("bindings-{}", key.hex16());
         BindingsCache {
             bindings: cache_dir.join(format!("{stem}.rs")),
             headers: cache_dir.join(format!("{stem}.headers")),
@@ -41,10 +42,17 @@ impl BindingsCache {
     }
 }
 
-fn write_atomically(path: &Utf8Path, contents: &str) -> Result<()> {
-    let partial = path.with_extension(format!("partial.{}", std::process::id()));
-    std::fs::write(&partial, contents).map_err(|e| Error::io(&partial, e))?;
-    std::fs::rename(&partial, path).map_err(|e| Error::io(path, e))
+/// Writes a temporary file beside `path` and renames it over `path`: a
+/// reader sees the old file or the whole new one.
+pub(crate) fn write_atomically(path: &Utf8Path, contents: &str) -> Result<()> {
+    let dir = path.parent().unwrap_or(Utf8Path::new("."));
+    let mut file = tempfile::Builder::new()
+        .prefix(".kmod-partial.")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    std::io::Write::write_all(&mut file, contents.as_bytes()).map_err(|e| Error::io(path, e))?;
+    file.persist(path).map_err(|e| Error::io(path, e.error))?;
+    Ok(())
 }
 
 /// The files bindgen's libclang read, for cargo's rerun triggers.

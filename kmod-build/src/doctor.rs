@@ -331,31 +331,31 @@ fn spawn_failure(tool: &Utf8Path, error: &std::io::Error) -> String {
 
 /// The `e_machine` of an ELF file, named, if `path` is one.
 fn elf_machine(path: &Utf8Path) -> Option<String> {
-    use std::io::Read;
-    let mut header = [0u8; 20];
-    std::fs::File::open(path)
-        .ok()?
-        .read_exact(&mut header)
-        .ok()?;
-    if header[..4] != *b"\x7fELF" {
-        return None;
-    }
-    let machine = match header[5] {
-        2 => u16::from_be_bytes([header[18], header[19]]),
-        _ => u16::from_le_bytes([header[18], header[19]]),
+    use object::read::elf::FileHeader;
+    let data = std::fs::read(path).ok()?;
+    let machine = match object::FileKind::parse(&*data).ok()? {
+        object::FileKind::Elf64 => {
+            let header = object::elf::FileHeader64::<object::Endianness>::parse(&*data).ok()?;
+            header.e_machine(header.endian().ok()?)
+        }
+        object::FileKind::Elf32 => {
+            let header = object::elf::FileHeader32::<object::Endianness>::parse(&*data).ok()?;
+            header.e_machine(header.endian().ok()?)
+        }
+        _ => return None,
     };
     Some(
         match machine {
-            0x03 => "i386",
-            0x08 => "mips",
-            0x14 => "powerpc",
-            0x15 => "powerpc64",
-            0x16 => "s390",
-            0x28 => "arm",
-            0x3e => "x86_64",
-            0xb7 => "aarch64",
-            0xf3 => "riscv",
-            0x102 => "loongarch",
+            object::elf::EM_386 => "i386",
+            object::elf::EM_MIPS => "mips",
+            object::elf::EM_PPC => "powerpc",
+            object::elf::EM_PPC64 => "powerpc64",
+            object::elf::EM_S390 => "s390",
+            object::elf::EM_ARM => "arm",
+            object::elf::EM_X86_64 => "x86_64",
+            object::elf::EM_AARCH64 => "aarch64",
+            object::elf::EM_RISCV => "riscv",
+            object::elf::EM_LOONGARCH => "loongarch",
             other => return Some(format!("ELF machine {other:#x}")),
         }
         .to_owned(),

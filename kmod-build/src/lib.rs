@@ -27,6 +27,7 @@ mod modinfo;
 mod module;
 mod rustflags;
 pub mod signature;
+mod stable_hash;
 mod symvers;
 mod tree;
 

@@ -7,6 +7,7 @@ use crate::bindings_cache::{BindingsCache, IncludedFiles};
 use crate::cflags::CFlags;
 use crate::error::{Error, Result};
 use crate::rustflags::RustFlags;
+use crate::stable_hash::StableHash;
 use crate::tree::KernelTree;
 
 /// Kernel versions `kernel_ge` cfgs are declared for.
@@ -219,24 +220,22 @@ impl Module {
         check_libclang()?;
         let clang_args = cflags.for_clang(&self.name);
         // A kernel package update rewrites these in place.
-        let tree_stamp: Vec<Option<(u64, std::time::SystemTime)>> = [
+        let tree_stamp: Vec<String> = [
             "include/generated/autoconf.h",
             "include/generated/utsrelease.h",
         ]
         .iter()
-        .map(|file| {
-            let metadata = std::fs::metadata(tree.path.join(file)).ok()?;
-            Some((metadata.len(), metadata.modified().ok()?))
-        })
+        .map(|file| file_stamp(&tree.path.join(file)))
         .collect();
-        let key = (
-            self.wrapper(),
-            &self.functions,
-            &self.types,
-            &self.vars,
-            &clang_args,
-            (&tree.path, &tree.release, tree_stamp),
-        );
+        let mut key = StableHash::new();
+        key.part(self.wrapper())
+            .parts(&self.functions)
+            .parts(&self.types)
+            .parts(&self.vars)
+            .parts(&clang_args)
+            .part(tree.path.as_str())
+            .part(&tree.release)
+            .parts(&tree_stamp);
         let cache = BindingsCache::new(cache_dir, &key);
         let (bindings, headers) = match cache.load() {
             Some(hit) => hit,
@@ -432,6 +431,18 @@ fn version_cfgs((major, minor, _): (u32, u32, u32)) -> String {
         "cargo:rustc-check-cfg=cfg(kernel_ge, values({}))\n{out}",
         declared.join(", ")
     )
+}
+
+/// Size and modification time of `path` (`-` if it cannot be read), the
+/// way a cache key sees a file that package updates rewrite in place.
+pub(crate) fn file_stamp(path: &Utf8Path) -> String {
+    let stamp = || {
+        let metadata = std::fs::metadata(path).ok()?;
+        let modified = metadata.modified().ok()?;
+        let since_epoch = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
+        Some(format!("{} {}", metadata.len(), since_epoch.as_nanos()))
+    };
+    stamp().unwrap_or_else(|| "-".to_owned())
 }
 
 #[cfg(test)]

@@ -591,36 +591,17 @@ fn read_maybe_compressed(path: &Utf8Path) -> Result<String> {
                 .map_err(|e| corrupt(format!("xz: {e}")))?;
             out
         }
-        Some("gz") => gunzip(&bytes).ok_or_else(|| corrupt("not a gzip file".into()))?,
+        Some("gz") => {
+            // GzDecoder checks the trailer's CRC and length: a damaged
+            // copy is an error, not a short symbol table.
+            let mut out = Vec::new();
+            std::io::Read::read_to_end(&mut flate2::read::GzDecoder::new(&bytes[..]), &mut out)
+                .map_err(|e| corrupt(format!("gzip: {e}")))?;
+            out
+        }
         _ => bytes,
     };
     String::from_utf8(bytes).map_err(|_| corrupt("not UTF-8 text".into()))
-}
-
-/// The payload of a single-member gzip file (RFC 1952).
-fn gunzip(bytes: &[u8]) -> Option<Vec<u8>> {
-    const FEXTRA: u8 = 4;
-    const FNAME: u8 = 8;
-    const FCOMMENT: u8 = 16;
-    const FHCRC: u8 = 2;
-    if bytes.get(..3)? != [0x1f, 0x8b, 8] {
-        return None;
-    }
-    let flags = *bytes.get(3)?;
-    let mut at = 10;
-    if flags & FEXTRA != 0 {
-        let length = u16::from_le_bytes([*bytes.get(at)?, *bytes.get(at + 1)?]);
-        at += 2 + usize::from(length);
-    }
-    for flag in [FNAME, FCOMMENT] {
-        if flags & flag != 0 {
-            at += bytes.get(at..)?.iter().position(|&b| b == 0)? + 1;
-        }
-    }
-    if flags & FHCRC != 0 {
-        at += 2;
-    }
-    miniz_oxide::inflate::decompress_to_vec(bytes.get(at..)?).ok()
 }
 
 /// The first `.ko`/`.ko.xz` under `dir`, at most `depth` levels down.
