@@ -6,7 +6,8 @@ use std::sync::{Arc, Mutex};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::files::write_atomically;
 use crate::stable_hash::StableHash;
 
 pub(crate) struct BindingsCache {
@@ -40,19 +41,6 @@ impl BindingsCache {
         write_atomically(&self.bindings, bindings)?;
         write_atomically(&self.headers, &(headers.join("\n") + "\n"))
     }
-}
-
-/// Writes a temporary file beside `path` and renames it over `path`: a
-/// reader sees the old file or the whole new one.
-pub(crate) fn write_atomically(path: &Utf8Path, contents: &str) -> Result<()> {
-    let dir = path.parent().unwrap_or(Utf8Path::new("."));
-    let mut file = tempfile::Builder::new()
-        .prefix(".kmod-partial.")
-        .tempfile_in(dir)
-        .map_err(|e| Error::io(dir, e))?;
-    std::io::Write::write_all(&mut file, contents.as_bytes()).map_err(|e| Error::io(path, e))?;
-    file.persist(path).map_err(|e| Error::io(path, e.error))?;
-    Ok(())
 }
 
 /// The files bindgen's libclang read, for cargo's rerun triggers.

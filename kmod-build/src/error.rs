@@ -22,7 +22,7 @@ pub enum Error {
     BrokenTree {
         tree: Utf8PathBuf,
         problem: String,
-        /// How many further problems `cargo xtask doctor` would list.
+        /// How many further problems `cargo kmod doctor` would list.
         more: usize,
     },
 
@@ -61,6 +61,40 @@ pub enum Error {
 
     #[error("{path} is not valid UTF-8")]
     NonUtf8Path { path: std::path::PathBuf },
+
+    /// `cargo metadata` could not read the workspace.
+    #[error("reading the cargo workspace: {why}")]
+    Project { why: String },
+
+    #[error("{}; module crates (staticlib packages) in {workspace}: {}", match name {
+        Some(name) => format!("`{name}` is not a module crate of the workspace"),
+        None => "which module crate? pass -p <name>".to_owned(),
+    }, if modules.is_empty() { "none".to_owned() } else { modules.join(", ") })]
+    NoSuchModule {
+        name: Option<String>,
+        workspace: Utf8PathBuf,
+        modules: Vec<String>,
+    },
+
+    #[error("could not run {program}: {why}")]
+    Spawn { program: String, why: String },
+
+    /// Cargo failed; it printed the compiler's errors already.
+    #[error("could not compile {module} for {release}: `{command}` failed ({status})")]
+    Compile {
+        module: String,
+        release: String,
+        command: String,
+        status: String,
+    },
+
+    /// Several builds failed: the first one's error decides the exit code.
+    #[error("{what}: {first}")]
+    Failed { what: String, first: Box<Error> },
+
+    /// A bug in kmod-build itself.
+    #[error("internal error: {what}")]
+    Internal { what: String },
 }
 
 impl Error {
@@ -83,7 +117,9 @@ impl Error {
             | Error::BrokenTree { .. }
             | Error::Prerequisite { .. } => 3,
             Error::BadModule { .. } => 4,
-            Error::BadInput { .. } => 2,
+            Error::BadInput { .. } | Error::Project { .. } => 2,
+            Error::Spawn { .. } => 3,
+            Error::Failed { first, .. } => first.exit_code(),
             _ => 1,
         }
     }
@@ -92,7 +128,7 @@ impl Error {
 fn more_problems(more: usize) -> String {
     match more {
         0 => String::new(),
-        n => format!(" (and {n} more: run `cargo xtask doctor`)"),
+        n => format!(" (and {n} more: run `cargo kmod doctor`)"),
     }
 }
 

@@ -18,9 +18,14 @@ mod bindings_cache;
 mod cache_home;
 mod cflags;
 pub mod check;
+#[cfg(feature = "cli")]
+pub mod cli;
 mod config;
 pub mod doctor;
+#[cfg(feature = "driver")]
+pub mod driver;
 mod error;
+mod files;
 pub mod kbuild;
 pub mod mitigations;
 mod modinfo;
@@ -29,6 +34,8 @@ mod rustflags;
 pub mod signature;
 mod stable_hash;
 mod symvers;
+#[doc(hidden)]
+pub mod test_support;
 mod tree;
 
 pub use cache_home::{cache_home, CACHE_HOME_ENV};

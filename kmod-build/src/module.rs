@@ -6,6 +6,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::bindings_cache::{BindingsCache, IncludedFiles};
 use crate::cflags::CFlags;
 use crate::error::{Error, Result};
+use crate::files::file_stamp;
 use crate::rustflags::RustFlags;
 use crate::stable_hash::StableHash;
 use crate::tree::KernelTree;
@@ -33,7 +34,7 @@ const KNOWN_MINORS: std::ops::RangeInclusive<u32> = 0..=20;
 /// What bindgen cannot bind comes from the tree's headers too: a
 /// [`constant`](Module::constant) is evaluated by clang with the kernel's
 /// flags, and a [`helper`](Module::helper) is a C function written to
-/// `$OUT_DIR/`[`SHIM_FILE`], which `cargo xtask build-module` compiles with
+/// `$OUT_DIR/`[`SHIM_FILE`], which `cargo kmod build` compiles with
 /// Kbuild as another object of the module.
 #[derive(Debug, Clone)]
 pub struct Module {
@@ -383,7 +384,7 @@ fn check_codegen(tree: &KernelTree, wanted: &RustFlags) -> Result<()> {
             crate::RUST_TARGET,
             if missing.is_empty() { "none".to_owned() } else { missing.join(" ") }
         ),
-        help: "build module crates with `cargo xtask build-module <crate>`, which passes the tree's flags to core as well".into(),
+        help: "build module crates with `cargo kmod build` (or `cargo xtask build-module <crate>`), which passes the tree's flags to core as well".into(),
     })
 }
 
@@ -431,18 +432,6 @@ fn version_cfgs((major, minor, _): (u32, u32, u32)) -> String {
         "cargo:rustc-check-cfg=cfg(kernel_ge, values({}))\n{out}",
         declared.join(", ")
     )
-}
-
-/// Size and modification time of `path` (`-` if it cannot be read), the
-/// way a cache key sees a file that package updates rewrite in place.
-pub(crate) fn file_stamp(path: &Utf8Path) -> String {
-    let stamp = || {
-        let metadata = std::fs::metadata(path).ok()?;
-        let modified = metadata.modified().ok()?;
-        let since_epoch = modified.duration_since(std::time::UNIX_EPOCH).ok()?;
-        Some(format!("{} {}", metadata.len(), since_epoch.as_nanos()))
-    };
-    stamp().unwrap_or_else(|| "-".to_owned())
 }
 
 #[cfg(test)]

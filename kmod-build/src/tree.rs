@@ -276,7 +276,7 @@ impl KernelTree {
                         .join(", ")
                 ),
                 help: format!(
-                    "set {}=<tree path> or build with `cargo xtask build-module`",
+                    "set {}=<tree path> or build with `cargo kmod build`",
                     crate::KERNEL_ENV
                 ),
             }),

@@ -10,7 +10,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use kmod_build::{check, KernelTree, ModuleInfo};
 use xshell::{cmd, Shell};
 
-use crate::build_module::{self, ModuleCrate};
+use crate::workspace::{self, ModuleCrate};
 use crate::{project_root, status};
 
 #[derive(clap::Args)]
@@ -37,7 +37,7 @@ struct Row {
 pub fn run(args: &Args) -> Result<()> {
     ensure!(args.runs > 0, "--runs must be at least 1");
     let sh = Shell::new()?;
-    let trees = build_module::trees_or_every_installed(&args.kernels)?;
+    let trees = workspace::trees_or_every_installed(&args.kernels)?;
     let hello = ModuleCrate::find("hello")?;
     if args.check_only {
         let checks = trees

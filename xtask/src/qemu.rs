@@ -649,7 +649,7 @@ fn write_newc<W: Write>(entries: &[Entry], mut out: W) -> Result<()> {
 }
 
 /// The host's statically linked busybox (the guest has no libc).
-fn find_busybox() -> Result<Utf8PathBuf> {
+pub fn find_busybox() -> Result<Utf8PathBuf> {
     let mut candidates: Vec<Utf8PathBuf> = Vec::new();
     if let Ok(p) = which::which("busybox") {
         if let Ok(p) = Utf8PathBuf::from_path_buf(p) {

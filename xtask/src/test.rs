@@ -7,11 +7,14 @@ use camino::Utf8PathBuf;
 use kmod_build::{check, KernelTree, ModuleInfo};
 use xshell::{cmd, Shell};
 
-use crate::build_module::{self, ModuleCrate};
 use crate::qemu::Guest;
+use crate::workspace::{self, ModuleCrate};
+use kmod_build::driver::prerequisites::{self, Need};
+use kmod_build::driver::Human;
 
 mod agreement;
 mod examples;
+mod new_project;
 mod ship;
 use crate::{project_root, status};
 
@@ -26,6 +29,9 @@ pub struct Args {
     /// Seconds each fuzz target runs after the boot tests (0: skip).
     #[arg(long, default_value_t = 20)]
     fuzz_seconds: u32,
+    /// Never install missing system packages; say which command would.
+    #[arg(long)]
+    no_install: bool,
 }
 
 /// Kernel log lines that mean something went wrong, whatever the module.
@@ -42,11 +48,15 @@ const BAD_LOG_LINES: &[&str] = &[
 pub fn run(args: &Args) -> Result<()> {
     let sh = Shell::new()?;
     sh.change_dir(project_root());
+    prerequisites::ensure(&suite_needs(), !args.no_install, &Human)?;
     if !args.boot_only {
         status::step("Running", "cargo test (library and xtask)");
-        cmd!(sh, "cargo test --quiet").run()?;
+        // Here the tests that need real trees must find them.
+        cmd!(sh, "cargo test --quiet")
+            .env(kmod_build::test_support::REQUIRE_TREES_ENV, "1")
+            .run()?;
     }
-    let trees = build_module::trees_or_every_installed(&args.kernels)?;
+    let trees = workspace::trees_or_every_installed(&args.kernels)?;
     let hello = ModuleCrate::find("hello")?;
     let mut results = Results::default();
     for tree in &trees {
@@ -77,10 +87,12 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     for tree in &trees {
-        let result = examples::run(&sh, tree);
+        let result = examples::run(tree);
         results.record(format!("boot::examples::{}", tree.release), result);
     }
     ship::run(&sh, &trees, &hello, &mut results);
+    new_project::run(&sh, &trees, &mut results);
+    results.record("package::publishable_crates".into(), publishable(&sh));
     if args.fuzz_seconds > 0 {
         // After the boot tests: their broken modules seed the `.ko` target.
         let fuzz = crate::fuzz::Args {
@@ -90,6 +102,59 @@ pub fn run(args: &Args) -> Result<()> {
         results.record("fuzz::all_targets".into(), crate::fuzz::run(&fuzz));
     }
     results.finish()
+}
+
+/// What the suite needs beyond a module build: Debian 12's two kernel
+/// series, each tree with its bootable image, QEMU and a static busybox,
+/// kmod's tools, openssl and dkms for shipping, g++ for libFuzzer, xz.
+fn suite_needs() -> Vec<Need> {
+    let cache = project_root().join("target/kmod/cache");
+    let mut needs = prerequisites::for_build(&cache, false);
+    for (series, suffix) in [((6, 1), ""), ((6, 12), "6.12-")] {
+        let in_series = move |tree: &KernelTree| {
+            let (major, minor, _) = tree.version();
+            (major, minor) == series
+        };
+        let name = format!("{}.{}", series.0, series.1);
+        needs.push(Need::new(
+            &format!("Debian's {name} kernel-devel tree"),
+            &format!("linux-headers-{suffix}amd64"),
+            move || KernelTree::installed().iter().any(in_series),
+        ));
+        needs.push(Need::new(
+            &format!("the bootable image of each {name} tree"),
+            &format!("linux-image-{suffix}amd64"),
+            move || {
+                KernelTree::installed()
+                    .iter()
+                    .filter(|tree| in_series(tree))
+                    .all(|tree| {
+                        Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release)).is_file()
+                    })
+            },
+        ));
+    }
+    needs.extend([
+        Need::program("qemu-system-x86_64", "qemu-system-x86"),
+        Need::new("a static busybox", "busybox-static", || {
+            crate::qemu::find_busybox().is_ok()
+        }),
+        Need::program("modinfo", "kmod"),
+        Need::program("openssl", "openssl"),
+        Need::program("dkms", "dkms"),
+        Need::program("g++", "g++"),
+        Need::program("xz", "xz-utils"),
+    ]);
+    needs
+}
+
+/// The crates users depend on package as they are (SPDX licenses,
+/// versions on path dependencies, nothing outside the package needed).
+fn publishable(sh: &Shell) -> Result<()> {
+    cmd!(sh, "cargo package --quiet --no-verify --allow-dirty -p kmod-build -p kmod-runtime -p cargo-kmod")
+        .run()
+        .context("cargo package")?;
+    Ok(())
 }
 
 /// Test outcomes, reported like cargo test does.
@@ -132,7 +197,7 @@ fn boot_hello(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> 
         "{vmlinuz} is missing: apt-get install linux-image-{}",
         tree.release
     );
-    let ko = build_module::build(sh, hello, tree)?;
+    let ko = hello.build(tree)?;
 
     let info = ModuleInfo::read(&ko)?;
     let config = tree.config()?;

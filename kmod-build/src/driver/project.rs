@@ -69,11 +69,7 @@ impl Project {
             .map(|package| ModuleCrate {
                 name: package.name.to_string(),
                 version: package.version.to_string(),
-                manifest_dir: package
-                    .manifest_path
-                    .parent()
-                    .unwrap_or(&root)
-                    .to_owned(),
+                manifest_dir: package.manifest_path.parent().unwrap_or(&root).to_owned(),
             })
             .collect();
         let package_dirs = packages

@@ -110,7 +110,9 @@ impl Reporter for Json {
             Event::Cargo(line) => line.to_owned(),
         };
         // One write per line: lines of parallel builds never interleave.
-        let _ = std::io::stdout().lock().write_all(format!("{line}\n").as_bytes());
+        let _ = std::io::stdout()
+            .lock()
+            .write_all(format!("{line}\n").as_bytes());
     }
 
     fn cargo_message_format(&self) -> &'static str {

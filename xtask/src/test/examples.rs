@@ -6,11 +6,10 @@
 use anyhow::{ensure, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use kmod_build::KernelTree;
-use xshell::Shell;
 
 use super::ensure_clean;
-use crate::build_module::{self, ModuleCrate};
 use crate::qemu::{Guest, GuestLog};
+use crate::workspace::ModuleCrate;
 
 const EXAMPLES: &[&str] = &["params", "chardev", "ticker"];
 
@@ -49,11 +48,11 @@ section log dmesg -r
 "#;
 
 /// Builds the examples for `tree`, boots it once and checks each one.
-pub fn run(sh: &Shell, tree: &KernelTree) -> Result<()> {
+pub fn run(tree: &KernelTree) -> Result<()> {
     let vmlinuz = Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release));
     let mut guest = Guest::new(&vmlinuz);
     for name in EXAMPLES {
-        let ko = build_module::build(sh, &ModuleCrate::find(name)?, tree)?;
+        let ko = ModuleCrate::find(name)?.build(tree)?;
         guest.file(&ko);
     }
     let log = guest.run(SCRIPT)?;
@@ -77,13 +76,13 @@ pub fn run(sh: &Shell, tree: &KernelTree) -> Result<()> {
         tree.release,
         log.elapsed.as_secs_f64()
     );
-    panic_handler(sh, tree, &vmlinuz).context("panic handler")
+    panic_handler(tree, &vmlinuz).context("panic handler")
 }
 
 /// A panic in `init` logs where it happened and oopses the `insmod` task
 /// only: the kernel goes on running the script.
-fn panic_handler(sh: &Shell, tree: &KernelTree, vmlinuz: &Utf8Path) -> Result<()> {
-    let ko = build_module::build(sh, &ModuleCrate::find("panics")?, tree)?;
+fn panic_handler(tree: &KernelTree, vmlinuz: &Utf8Path) -> Result<()> {
+    let ko = ModuleCrate::find("panics")?.build(tree)?;
     let log = Guest::new(vmlinuz).file(&ko).run(
         "section insmod insmod /modules/panics.ko
          section alive echo alive

@@ -9,9 +9,12 @@ use kmod_build::{check, KernelTree, ModuleInfo};
 use xshell::{cmd, Shell};
 
 use super::{ensure_clean, Results};
-use crate::build_module::ModuleCrate;
+use crate::project_root;
 use crate::qemu::Guest;
-use crate::{dkms, gen_key, sign};
+use crate::workspace::ModuleCrate;
+use kmod_build::driver::dkms::{self, DkmsOptions};
+use kmod_build::driver::sign::{self, SigningKey};
+use kmod_build::driver::Human;
 
 const KEY_NAME: &str = "kmod-build test signing key";
 
@@ -28,18 +31,11 @@ pub fn run(sh: &Shell, trees: &[KernelTree], hello: &ModuleCrate, results: &mut 
         .map_err(|e| anyhow::anyhow!("{e:#}"))
         .and_then(|dir| {
             let out_dir = Utf8PathBuf::try_from(dir.path().to_owned())?;
-            gen_key::generate(
-                sh,
-                &gen_key::Args {
-                    out_dir,
-                    name: KEY_NAME.into(),
-                    days: 1,
-                },
-            )
+            Ok(sign::generate_key(&out_dir, KEY_NAME, 1)?)
         });
     for tree in trees {
         let result = match &pair {
-            Ok((key, cert)) => signed_hello(sh, hello, tree, key, cert),
+            Ok(pair) => signed_hello(sh, hello, tree, pair),
             Err(error) => Err(anyhow::anyhow!("gen-key: {error:#}")),
         };
         results.record(format!("boot::signed_hello::{}", tree.release), result);
@@ -66,13 +62,13 @@ fn signed_hello(
     sh: &Shell,
     hello: &ModuleCrate,
     tree: &KernelTree,
-    key: &Utf8Path,
-    cert_path: &Utf8Path,
+    pair: &SigningKey,
 ) -> Result<()> {
     let ko = hello.ko_path(tree);
     ensure!(ko.is_file(), "hello.ko was not built for {}", tree.release);
     let signed = ko.with_file_name("hello-signed.ko");
-    sign::sign(sh, &ko, key, cert_path, tree, &signed)?;
+    sign::sign(&ko, pair, tree, &signed, &Human)?;
+    let cert_path = &pair.cert;
 
     let cert = signature::load_certificate(cert_path)?;
     let info = ModuleInfo::read(&signed)?;
@@ -218,14 +214,21 @@ struct DkmsPackage {
 impl DkmsPackage {
     fn add(sh: &Shell, hello: &ModuleCrate) -> Result<DkmsPackage> {
         let out_dir = tempfile::tempdir()?;
-        let package = dkms::package(
+        // The package's MAKE runs `cargo kmod build`: this checkout's.
+        let root = project_root();
+        cmd!(
             sh,
-            hello,
-            Utf8Path::from_path(out_dir.path()).context("non-UTF-8 temp dir")?,
-        )?;
+            "cargo build --quiet --manifest-path {root}/Cargo.toml -p cargo-kmod"
+        )
+        .run()?;
+        let options = DkmsOptions {
+            out_dir: Utf8PathBuf::try_from(out_dir.path().to_owned())?,
+            cargo_kmod: Some(root.join("target/debug/cargo-kmod")),
+        };
+        let package = dkms::package(&hello.project, &hello.module, &options, &Human)?;
         let added = DkmsPackage {
-            name: hello.name.clone(),
-            version: hello.version.clone(),
+            name: hello.module.name.clone(),
+            version: hello.module.version.clone(),
             out_dir,
         };
         // Leftovers of an earlier, interrupted run.

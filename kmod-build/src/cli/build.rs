@@ -1,0 +1,58 @@
+//! `cargo kmod build`.
+
+use camino::Utf8PathBuf;
+
+use super::Global;
+use crate::driver::{self, sign::SigningKey, BuildOptions};
+use crate::error::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The module crate (a staticlib package of the workspace). Default: the
+    /// one the current directory is in, else the workspace's only one.
+    #[arg(short = 'p', long = "package", value_name = "MODULE")]
+    package: Option<String>,
+    /// The module crate, as `cargo xtask build-module hello` names it.
+    #[arg(value_name = "MODULE", conflicts_with = "package")]
+    module: Option<String>,
+    /// Kernel release or tree path to build for; repeat for several.
+    /// Default: the running kernel's tree if installed, else every installed tree.
+    #[arg(long = "kernel", value_name = "RELEASE|PATH")]
+    kernels: Vec<String>,
+    /// Never install missing system packages; say which command would.
+    #[arg(long)]
+    no_install: bool,
+    /// Build for every installed tree (and any `--kernel`), going on past a
+    /// kernel that fails; a summary at the end, non-zero exit if any failed.
+    #[arg(long)]
+    all_kernels: bool,
+    /// Sign each module with the tree's sign-file (`--key`/`--cert`, by
+    /// default the pair `gen-key` made in target/kmod/signing).
+    #[arg(long)]
+    sign: bool,
+    #[arg(long, requires = "sign", value_name = "KEY.pem")]
+    key: Option<Utf8PathBuf>,
+    #[arg(long, requires = "sign", value_name = "CERT")]
+    cert: Option<Utf8PathBuf>,
+}
+
+impl Args {
+    pub fn run(self, global: &Global) -> Result<()> {
+        let project = global.project()?;
+        let module = project.module(self.package.as_deref().or(self.module.as_deref()))?;
+        let sign = self.sign.then(|| {
+            let default = SigningKey::in_dir(&project.kmod_dir().join("signing"));
+            SigningKey {
+                key: self.key.unwrap_or(default.key),
+                cert: self.cert.unwrap_or(default.cert),
+            }
+        });
+        let options = BuildOptions {
+            kernels: self.kernels,
+            all_kernels: self.all_kernels,
+            install_prerequisites: !self.no_install,
+            sign,
+        };
+        driver::build(&project, module, &options, global.reporter()).map(drop)
+    }
+}

@@ -1,0 +1,45 @@
+//! `cargo kmod dkms`: a DKMS source package of a module crate.
+
+use camino::Utf8PathBuf;
+
+use super::Global;
+use crate::driver::dkms::{self, DkmsOptions};
+use crate::error::Result;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The module crate to package. Default: as for build.
+    #[arg(short = 'p', long = "package", value_name = "MODULE")]
+    package: Option<String>,
+    /// The module crate, as `cargo xtask dkms hello` names it.
+    #[arg(value_name = "MODULE", conflicts_with = "package")]
+    module: Option<String>,
+    /// Where to write `<module>-<version>/` (what `dkms add` takes).
+    /// Default: the project's target/kmod/dkms.
+    #[arg(long, value_name = "DIR")]
+    out_dir: Option<Utf8PathBuf>,
+    /// The cargo-kmod the package's MAKE runs. Default: the one on PATH.
+    #[arg(long, value_name = "PATH")]
+    cargo_kmod: Option<Utf8PathBuf>,
+}
+
+impl Args {
+    pub fn run(self, global: &Global) -> Result<()> {
+        let project = global.project()?;
+        let module = project.module(self.package.as_deref().or(self.module.as_deref()))?;
+        let options = DkmsOptions {
+            out_dir: self
+                .out_dir
+                .unwrap_or_else(|| project.kmod_dir().join("dkms")),
+            cargo_kmod: self.cargo_kmod,
+        };
+        let package = dkms::package(&project, module, &options, global.reporter())?;
+        println!(
+            "Register it, then build and install it for each installed kernel\n\
+             (AUTOINSTALL rebuilds it for kernels installed later):\n\
+             \n    sudo dkms add {package}\n    sudo dkms install {}/{} -k <release>\n",
+            module.name, module.version
+        );
+        Ok(())
+    }
+}

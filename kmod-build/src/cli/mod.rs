@@ -1,0 +1,145 @@
+//! The command-line front end `cargo kmod` and a project's `cargo xtask`
+//! share: one file per command, each turning its arguments into a call of
+//! [`crate::driver`].
+
+mod build;
+mod check;
+mod dkms;
+mod doctor;
+mod gen_key;
+mod kernels;
+mod new;
+mod sign;
+
+use std::process::ExitCode;
+
+use camino::Utf8PathBuf;
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::driver::{report, Human, Json, Project, Reporter};
+use crate::error::Result;
+
+/// The commands, as `cargo kmod <command>`; `build-module` and
+/// `check-module` are the names `cargo xtask` has always had.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Build a module crate into target/kmod/<release>/<module>.ko, checked.
+    #[command(alias = "build-module")]
+    Build(build::Args),
+    /// Predict, offline, whether a .ko loads on a kernel, with the kernel's reasons.
+    #[command(alias = "check-module")]
+    Check(check::Args),
+    /// List every kernel-devel tree installed, with its layout and whether it is usable.
+    Kernels(kernels::Args),
+    /// Check that a tree can build and link a module; name what is missing and what provides it.
+    Doctor(doctor::Args),
+    /// Sign a module with the tree's sign-file and CONFIG_MODULE_SIG_HASH.
+    Sign(sign::Args),
+    /// Generate a module signing key pair ready for `mokutil --import`.
+    GenKey(gen_key::Args),
+    /// Write a DKMS source package of a module crate that builds offline.
+    Dkms(dkms::Args),
+    /// Create a new project with one module crate.
+    New(new::Args),
+}
+
+/// Options every command takes.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct Global {
+    /// The workspace's Cargo.toml; default: the one cargo finds from the
+    /// current directory.
+    #[arg(long, global = true, value_name = "PATH")]
+    pub manifest_path: Option<Utf8PathBuf>,
+    /// `human`: cargo-style status lines on stderr; `json`: one JSON object
+    /// per line on stdout, cargo's own messages passed through.
+    #[arg(long, global = true, value_enum, default_value_t = MessageFormat::Human)]
+    pub message_format: MessageFormat,
+}
+
+#[derive(ValueEnum, Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum MessageFormat {
+    #[default]
+    Human,
+    Json,
+}
+
+impl Global {
+    pub fn reporter(&self) -> &'static dyn Reporter {
+        match self.message_format {
+            MessageFormat::Human => &Human,
+            MessageFormat::Json => &Json,
+        }
+    }
+
+    fn project(&self) -> Result<Project> {
+        Project::load(self.manifest_path.as_deref())
+    }
+
+    /// Prints `error` the way the message format wants; the exit code its
+    /// kind maps to (see [`crate::Error::exit_code`]).
+    pub fn fail(&self, message: &str, exit_code: i32) -> ExitCode {
+        if self.message_format == MessageFormat::Json {
+            println!("{}", report::error_json(message, exit_code));
+        }
+        Human.error(message);
+        ExitCode::from(u8::try_from(exit_code).unwrap_or(1))
+    }
+}
+
+impl Command {
+    pub fn run(self, global: &Global) -> Result<()> {
+        match self {
+            Command::Build(args) => args.run(global),
+            Command::Check(args) => args.run(global),
+            Command::Kernels(args) => args.run(global),
+            Command::Doctor(args) => args.run(global),
+            Command::Sign(args) => args.run(global),
+            Command::GenKey(args) => args.run(global),
+            Command::Dkms(args) => args.run(global),
+            Command::New(args) => args.run(global),
+        }
+    }
+}
+
+#[derive(Parser)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+    #[command(flatten)]
+    global: Global,
+}
+
+fn main_as(name: &'static str, args: Vec<std::ffi::OsString>) -> ExitCode {
+    let cli = Cli::command_named(name).get_matches_from(args);
+    let cli = match <Cli as clap::FromArgMatches>::from_arg_matches(&cli) {
+        Ok(cli) => cli,
+        Err(error) => error.exit(),
+    };
+    match cli.command.run(&cli.global) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => cli.global.fail(&error.to_string(), error.exit_code()),
+    }
+}
+
+impl Cli {
+    fn command_named(name: &'static str) -> clap::Command {
+        <Cli as clap::CommandFactory>::command()
+            .name(name)
+            .bin_name(name)
+            .about("Build, check and ship Linux kernel modules written in Rust")
+    }
+}
+
+/// `main` of the `cargo-kmod` binary: cargo runs it as `cargo-kmod kmod ...`.
+pub fn cargo_kmod_main() -> ExitCode {
+    let mut args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if args.get(1).is_some_and(|arg| arg == "kmod") {
+        args.remove(1);
+    }
+    main_as("cargo kmod", args)
+}
+
+/// `main` of a project's `xtask` (what `cargo kmod new` writes).
+pub fn xtask_main() -> ExitCode {
+    main_as("cargo xtask", std::env::args_os().collect())
+}

@@ -1,0 +1,132 @@
+//! `cargo build` of a module crate for one tree: the profile, target,
+//! codegen flags and environment every module build needs, supplied here
+//! so that a project writes none of them.
+
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use super::report::{Event, Reporter};
+use crate::error::{Error, Result};
+use crate::rustflags::RustFlags;
+use crate::tree::KernelTree;
+
+/// The `kmod` profile modules and their `core` are built with: one fat-LTO
+/// object (the link extracts it), no unwinding, and optimized build
+/// scripts (bindgen runs in them). Passed as `--config`, so a workspace
+/// needs no `[profile.kmod]` of its own.
+const PROFILE: &[(&str, &str)] = &[
+    ("inherits", "\"release\""),
+    ("panic", "\"abort\""),
+    ("lto", "\"fat\""),
+    ("codegen-units", "1"),
+    ("opt-level", "2"),
+    ("debug", "false"),
+    ("build-override.opt-level", "2"),
+];
+
+/// The profile's name as cargo knows it.
+pub(crate) const PROFILE_NAME: &str = "kmod";
+
+/// `--config profile.kmod.<key>=<value>` for every setting of [`PROFILE`].
+pub(crate) fn profile_args() -> Vec<String> {
+    PROFILE
+        .iter()
+        .flat_map(|(key, value)| {
+            [
+                "--config".to_owned(),
+                format!("profile.{PROFILE_NAME}.{key}={value}"),
+            ]
+        })
+        .collect()
+}
+
+/// A `cargo` command for kernel code: `RUSTC_BOOTSTRAP` for the unstable
+/// codegen flags (the kernel's own Rust build does the same on stable
+/// compilers), the flags in `CARGO_ENCODED_RUSTFLAGS` and nothing from the
+/// user's `RUSTFLAGS`, which would change the codegen the tree needs.
+pub(crate) fn cargo(cwd: &Utf8Path, encoded_rustflags: &str) -> Command {
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    command
+        .current_dir(cwd)
+        .env("RUSTC_BOOTSTRAP", "1")
+        .env("CARGO_ENCODED_RUSTFLAGS", encoded_rustflags)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_BUILD_TARGET");
+    command
+}
+
+/// What one module compile needs to know.
+pub(crate) struct Compile<'a> {
+    pub workspace: &'a Utf8Path,
+    pub manifest: &'a Utf8Path,
+    pub package: &'a str,
+    pub target_dir: &'a Utf8Path,
+    pub cache_dir: &'a Utf8Path,
+    pub sysroot: &'a Utf8Path,
+    pub tree: &'a KernelTree,
+    pub flags: &'a RustFlags,
+}
+
+impl Compile<'_> {
+    /// Builds the staticlib; returns the C shims the build scripts of this
+    /// build left in their `OUT_DIR`s. Cargo's JSON goes to the reporter
+    /// line by line.
+    pub fn run(&self, reporter: &dyn Reporter) -> Result<Vec<Utf8PathBuf>> {
+        let encoded = format!("{}\x1f--sysroot={}", self.flags.encoded(), self.sysroot);
+        let mut command = cargo(self.workspace, &encoded);
+        command
+            .args(["build", "--message-format"])
+            .arg(reporter.cargo_message_format())
+            .arg("--manifest-path")
+            .arg(self.manifest)
+            .args(["-p", self.package, "--profile", PROFILE_NAME, "--target"])
+            .arg(crate::RUST_TARGET)
+            .arg("--target-dir")
+            .arg(self.target_dir)
+            .args(profile_args())
+            .env(crate::KERNEL_ENV, &self.tree.path)
+            .env(crate::CACHE_ENV, self.cache_dir)
+            .stdout(Stdio::piped());
+        let shown = format!(
+            "cargo build -p {} --target {} ({})",
+            self.package,
+            crate::RUST_TARGET,
+            self.tree.release
+        );
+        let mut child = command.spawn().map_err(|e| Error::Spawn {
+            program: "cargo".into(),
+            why: e.to_string(),
+        })?;
+        let mut shims = Vec::new();
+        if let Some(stdout) = child.stdout.take() {
+            for line in std::io::BufReader::new(stdout).lines() {
+                let line = line.map_err(|e| Error::io("cargo's output", e))?;
+                reporter.report(Event::Cargo(&line));
+                // Cargo reports every build script of the build, fresh or
+                // not, with its OUT_DIR: only this build's shims are
+                // linked, never stale ones.
+                if let Ok(cargo_metadata::Message::BuildScriptExecuted(script)) =
+                    serde_json::from_str(&line)
+                {
+                    let shim = script.out_dir.join(crate::SHIM_FILE);
+                    if shim.is_file() {
+                        shims.push(shim);
+                    }
+                }
+            }
+        }
+        let status = child.wait().map_err(|e| Error::io("cargo", e))?;
+        if !status.success() {
+            return Err(Error::Compile {
+                module: self.package.to_owned(),
+                release: self.tree.release.clone(),
+                command: shown,
+                status: status.to_string(),
+            });
+        }
+        Ok(shims)
+    }
+}
