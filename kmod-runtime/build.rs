@@ -2,7 +2,7 @@
 //! `cargo xtask build-module` names in `KMOD_BUILD_KERNEL`: every module's
 //! target directory is per release, so the bindings of two kernels never mix.
 fn main() {
-    kmod_build::Module::new("kmod_runtime")
+    kmod_build::Build::new("kmod_runtime")
         .header("linux/module.h")
         .header("linux/moduleparam.h")
         .header("linux/printk.h")

@@ -41,7 +41,7 @@ impl CFlags {
             }
         }
         let probe_dir = work_dir.join("probe");
-        crate::kbuild::check_kbuild_path(&probe_dir)?;
+        crate::make::check_kbuild_path(&probe_dir)?;
         std::fs::create_dir_all(&probe_dir).map_err(|e| Error::io(&probe_dir, e))?;
         write(
             &probe_dir.join("probe.c"),
@@ -55,7 +55,7 @@ impl CFlags {
             .arg(format!("M={probe_dir}"))
             .args(tree.compiler().make_args())
             .arg("probe.o");
-        crate::kbuild::run(&mut make)?;
+        crate::make::run(&mut make)?;
         let flags = CFlags::parse_cmd_file(
             &read_to_string(&probe_dir.join(".probe.o.cmd"))?,
             &tree.path,

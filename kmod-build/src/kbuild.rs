@@ -1,11 +1,13 @@
 //! Linking through the tree's own Kbuild: `make -C <tree> M=<dir>` runs
 //! modpost (vermagic, `.mod.c`, `__versions`), objtool and the final link.
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Child, Command, Stdio};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::{Error, Result};
+use crate::make::{check_kbuild_path, command_output, shown};
+use crate::shim::SHIM_USE_PREFIX;
 use crate::tree::KernelTree;
 
 /// A module Kbuild linked.
@@ -112,10 +114,7 @@ impl PendingLink {
         let used_helpers: Vec<String> = undefined_symbols(staticlib, &crate_objects)?
             .into_iter()
             .filter(|symbol| {
-                shim_sources.contains(&format!(
-                    "#ifdef {}{symbol}\n",
-                    crate::module::SHIM_USE_PREFIX
-                ))
+                shim_sources.contains(&format!("#ifdef {}{symbol}\n", SHIM_USE_PREFIX))
             })
             .collect();
         let part = module_kbuild(name, crate_objects.len(), shims.len(), &used_helpers);
@@ -237,7 +236,7 @@ fn module_kbuild(
     let shim_objects: String = (0..shims).map(|i| format!(" {name}_shim{i}.o")).collect();
     let used_helpers: String = used_helpers
         .iter()
-        .map(|symbol| format!(" -D{}{symbol}", crate::module::SHIM_USE_PREFIX))
+        .map(|symbol| format!(" -D{}{symbol}", SHIM_USE_PREFIX))
         .collect();
     let rust_inputs: String = (0..crate_objects)
         .map(|i| format!(" $(obj)/{name}_crate{i}.o"))
@@ -260,61 +259,6 @@ fn module_kbuild(
          \t$(call if_changed,link_rust)\n\
          targets += {name}_rust.o\n"
     )
-}
-
-/// Kbuild splits `M=` on spaces and colons.
-pub fn check_kbuild_path(dir: &Utf8Path) -> Result<()> {
-    if dir.as_str().contains([' ', ':']) {
-        return Err(Error::Prerequisite {
-            what: format!("a build directory Kbuild can use ({dir} contains a space or colon)"),
-            help: "move the project (or CARGO_TARGET_DIR) to a path without spaces or colons"
-                .into(),
-        });
-    }
-    Ok(())
-}
-
-/// Runs `command` with a stable locale; returns its stdout and stderr, or an
-/// error holding both.
-pub(crate) fn run(command: &mut Command) -> Result<String> {
-    command.env("LC_ALL", "C");
-    let shown = shown(command);
-    let output = command.output().map_err(|e| Error::Command {
-        command: shown.clone(),
-        status: String::new(),
-        output: e.to_string(),
-    })?;
-    command_output(&shown, output)
-}
-
-fn shown(command: &Command) -> String {
-    format!(
-        "{} {}",
-        command.get_program().to_string_lossy(),
-        command
-            .get_args()
-            .map(|a| a.to_string_lossy())
-            .collect::<Vec<_>>()
-            .join(" ")
-    )
-}
-
-/// Stdout then stderr, or an error holding both if the command failed.
-fn command_output(shown: &str, output: Output) -> Result<String> {
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
-    if output.status.success() {
-        Ok(text)
-    } else {
-        Err(Error::Command {
-            command: shown.to_owned(),
-            status: format!(" ({})", output.status),
-            output: text,
-        })
-    }
 }
 
 fn remove_if_exists(path: &Utf8Path) -> Result<()> {

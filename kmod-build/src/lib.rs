@@ -8,13 +8,14 @@
 //!    [`doctor::diagnose`] names what a broken one lacks before `make` runs;
 //! 2. flags: [`CFlags`] (the kernel's own C flags, probed through Kbuild) and
 //!    [`RustFlags`] (the rustc codegen that matches the tree's config);
-//! 3. build: [`Module`] runs in a module crate's `build.rs` (bindings, cfgs),
+//! 3. build: [`Build`] runs in a module crate's `build.rs` (bindings, cfgs),
 //!    [`kbuild::link`] turns the Rust staticlib into a `.ko` with the tree's
 //!    own `make M=`;
 //! 4. check: [`ModuleInfo`] reads a `.ko` and [`check()`] compares
 //!    it with the tree, as the kernel's loader would.
 
 mod bindings_cache;
+mod build_script;
 mod cache_home;
 mod cflags;
 pub mod check;
@@ -27,10 +28,11 @@ pub mod driver;
 mod error;
 mod files;
 pub mod kbuild;
+mod make;
 pub mod mitigations;
 mod modinfo;
-mod module;
 mod rustflags;
+mod shim;
 pub mod signature;
 mod stable_hash;
 mod symvers;
@@ -38,13 +40,14 @@ mod symvers;
 pub mod test_support;
 mod tree;
 
+pub use build_script::{check_libclang, check_libclang_remembered, Build};
 pub use cache_home::{cache_home, CACHE_HOME_ENV};
 pub use cflags::CFlags;
 pub use config::Config;
 pub use error::{Error, Result};
 pub use modinfo::{ModuleInfo, VersionEntry};
-pub use module::{check_libclang, check_libclang_remembered, Module, SHIM_FILE};
 pub use rustflags::RustFlags;
+pub use shim::SHIM_FILE;
 pub use signature::Signature;
 pub use symvers::{Export, ExportKind, Symvers};
 pub use tree::{no_tree_error, Compiler, KernelTree, Layout, SYSROOT_ENV};

@@ -237,7 +237,7 @@ pub fn build_for(
     let out = project.output_dir(tree);
     let ko = project.ko_path(module, tree);
     remove_if_exists(&ko)?;
-    crate::kbuild::check_kbuild_path(&out)?;
+    crate::make::check_kbuild_path(&out)?;
     // Loaded before compiling: a tree that cannot check the result fails fast.
     let kernel = check::Kernel::load(tree)?;
     let flags = RustFlags::for_config(&kernel.config);

@@ -8,6 +8,7 @@ use crate::cflags::CFlags;
 use crate::error::{Error, Result};
 use crate::files::file_stamp;
 use crate::rustflags::RustFlags;
+use crate::shim::{SHIM_FILE, SHIM_USE_PREFIX};
 use crate::stable_hash::StableHash;
 use crate::tree::KernelTree;
 
@@ -22,7 +23,7 @@ const KNOWN_MINORS: std::ops::RangeInclusive<u32> = 0..=20;
 ///
 /// ```no_run
 /// // build.rs
-/// kmod_build::Module::new("hello")
+/// kmod_build::Build::new("hello")
 ///     .header("linux/module.h")
 ///     .header("linux/printk.h")
 ///     .allow_function("_printk")
@@ -32,12 +33,12 @@ const KNOWN_MINORS: std::ops::RangeInclusive<u32> = 0..=20;
 /// can use `#[cfg(kernel_ge = "6.12")]` for code that differs by version.
 ///
 /// What bindgen cannot bind comes from the tree's headers too: a
-/// [`constant`](Module::constant) is evaluated by clang with the kernel's
-/// flags, and a [`helper`](Module::helper) is a C function written to
+/// [`constant`](Build::constant) is evaluated by clang with the kernel's
+/// flags, and a [`helper`](Build::helper) is a C function written to
 /// `$OUT_DIR/`[`SHIM_FILE`], which `cargo kmod build` compiles with
 /// Kbuild as another object of the module.
 #[derive(Debug, Clone)]
-pub struct Module {
+pub struct Build {
     name: String,
     headers: Vec<String>,
     functions: Vec<String>,
@@ -48,22 +49,14 @@ pub struct Module {
     tree: Option<KernelTree>,
 }
 
-/// The C shim a build script leaves in its `OUT_DIR` when it has helpers.
-pub const SHIM_FILE: &str = "kmod-shim.c";
-
-/// Each helper in the shim is compiled only if this prefix plus its name is
-/// defined: [`crate::kbuild::link`] defines it for the helpers the Rust
-/// code calls, so a module imports nothing for helpers it does not use.
-pub(crate) const SHIM_USE_PREFIX: &str = "KMOD_SHIM_USE_";
-
 /// Prefix of the C declarations that carry constants to bindgen; the
 /// bindings name them without it.
 const CONSTANT_PREFIX: &str = "kmod_build_constant_";
 
-impl Module {
+impl Build {
     /// `name` is the module's name as the kernel will know it.
-    pub fn new(name: &str) -> Module {
-        Module {
+    pub fn new(name: &str) -> Build {
+        Build {
             name: name.to_owned(),
             headers: Vec::new(),
             functions: Vec::new(),
@@ -76,24 +69,24 @@ impl Module {
     }
 
     /// A kernel header to generate bindings from, e.g. `linux/printk.h`.
-    pub fn header(mut self, header: &str) -> Module {
+    pub fn header(mut self, header: &str) -> Build {
         self.headers.push(header.to_owned());
         self
     }
 
     /// Functions (regexes) to bind; with no allow-list everything is bound.
-    pub fn allow_function(mut self, pattern: &str) -> Module {
+    pub fn allow_function(mut self, pattern: &str) -> Build {
         self.functions.push(pattern.to_owned());
         self
     }
 
-    pub fn allow_type(mut self, pattern: &str) -> Module {
+    pub fn allow_type(mut self, pattern: &str) -> Build {
         self.types.push(pattern.to_owned());
         self
     }
 
     /// Variables and macro constants (regexes) to bind.
-    pub fn allow_var(mut self, pattern: &str) -> Module {
+    pub fn allow_var(mut self, pattern: &str) -> Build {
         self.vars.push(pattern.to_owned());
         self
     }
@@ -101,7 +94,7 @@ impl Module {
     /// A macro constant bindgen cannot bind (a cast such as `GFP_KERNEL`),
     /// as a Rust constant of C type `c_type` with the value clang computes
     /// from the tree's headers.
-    pub fn constant(mut self, name: &str, c_type: &str) -> Module {
+    pub fn constant(mut self, name: &str, c_type: &str) -> Build {
         self.constants.push((name.to_owned(), c_type.to_owned()));
         self
     }
@@ -110,18 +103,18 @@ impl Module {
     /// functions and function-like macros. `prototype` is its declaration
     /// (bound like any allowed function), `body` its statements, e.g.
     /// `.helper("void kmod_spin_lock_init(spinlock_t *lock)", "spin_lock_init(lock);")`.
-    pub fn helper(mut self, prototype: &str, body: &str) -> Module {
+    pub fn helper(mut self, prototype: &str, body: &str) -> Build {
         self.helpers.push((prototype.to_owned(), body.to_owned()));
         self
     }
 
     /// Builds against `tree` instead of the one the environment names.
-    pub fn kernel(mut self, tree: KernelTree) -> Module {
+    pub fn kernel(mut self, tree: KernelTree) -> Build {
         self.tree = Some(tree);
         self
     }
 
-    /// Runs [`Module::try_build`]; on error, reports it to cargo and exits
+    /// Runs [`Build::try_build`]; on error, reports it to cargo and exits
     /// the build script with status 1.
     pub fn build(self) {
         if let Err(error) = self.try_build() {
@@ -391,7 +384,7 @@ fn check_codegen(tree: &KernelTree, wanted: &RustFlags) -> Result<()> {
 fn env_path(var: &str) -> Result<Utf8PathBuf> {
     let value = std::env::var_os(var).ok_or_else(|| Error::Prerequisite {
         what: format!("environment variable {var}"),
-        help: "Module::build runs inside a cargo build script".into(),
+        help: "Build::build runs inside a cargo build script".into(),
     })?;
     Utf8PathBuf::from_path_buf(value.into()).map_err(|path| Error::NonUtf8Path { path })
 }
@@ -454,7 +447,7 @@ mod tests {
 
     #[test]
     fn shim_defines_every_helper_after_the_includes() {
-        let module = Module::new("m")
+        let module = Build::new("m")
             .header("linux/spinlock.h")
             .constant("GFP_KERNEL", "gfp_t")
             .helper("void kmod_lock(spinlock_t *l)", "spin_lock(l);");
