@@ -155,7 +155,11 @@ fn unknown_module_crate() {
         &["no-such-module"],
         &[],
         1,
-        &["`no-such-module` is not a workspace package; module crates: hello"],
+        &[
+            "`no-such-module` is not a module crate of the workspace",
+            "module crates (staticlib packages) in ",
+            "hello",
+        ],
     );
 }
 

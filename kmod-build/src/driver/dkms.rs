@@ -354,3 +354,34 @@ fn copy_tree(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_common_ancestor_of_directories() {
+        let dirs: Vec<Utf8PathBuf> = ["/a/b/c", "/a/b/d/e", "/a/b"].iter().map(Into::into).collect();
+        assert_eq!(common_ancestor(dirs.iter()), "/a/b");
+        let apart: Vec<Utf8PathBuf> = ["/tmp/p/m", "/work/k"].iter().map(Into::into).collect();
+        assert_eq!(common_ancestor(apart.iter()), "/");
+    }
+
+    #[test]
+    fn workspace_members_are_cut_down() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8PathBuf::try_from(dir.path().join("Cargo.toml")).unwrap();
+        std::fs::write(
+            &path,
+            "[workspace]\nmembers = [\"a\", \"b\", \"xtask\"]\ndefault-members = [\"xtask\"]\n\n\
+             [workspace.package]\nedition = \"2021\" # kept\n",
+        )
+        .unwrap();
+        let text = workspace_manifest(&path, &["a".to_owned()]).unwrap();
+        let document: toml_edit::DocumentMut = text.parse().unwrap();
+        let members = document["workspace"]["members"].as_array().unwrap();
+        assert_eq!(members.iter().filter_map(|m| m.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert!(document["workspace"].get("default-members").is_none());
+        assert!(text.contains("edition = \"2021\" # kept"), "{text}");
+    }
+}

@@ -44,7 +44,8 @@ pub fn debian_arch() -> &'static str {
 }
 
 /// What every module build needs: libclang for bindgen, make, a C
-/// compiler and, unless the user names a tree, an installed one.
+/// compiler and, unless the user names a tree or discovery looks under a
+/// sysroot (where this machine's packages would not help), an installed one.
 /// `cache_dir` remembers where libclang was found (loading it to check
 /// costs about 0.1 s).
 pub fn for_build(cache_dir: &Utf8Path, tree_named: bool) -> Vec<Need> {
@@ -56,7 +57,7 @@ pub fn for_build(cache_dir: &Utf8Path, tree_named: bool) -> Vec<Need> {
         Need::program("make", "make"),
         Need::program("gcc", "gcc"),
     ];
-    if !tree_named {
+    if !tree_named && std::env::var_os(crate::SYSROOT_ENV).is_none() {
         needs.push(Need::new(
             "a kernel-devel tree",
             &format!("linux-headers-{}", debian_arch()),
@@ -127,4 +128,28 @@ fn is_root() -> bool {
                 .map(|line| line.split_whitespace().nth(1) == Some("0"))
         })
         .unwrap_or(false)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn what_is_missing_is_named_with_one_command() {
+        let needs = [
+            Need::new("a thing", "thing-pkg", || false),
+            Need::new("another", "other-pkg", || false),
+            Need::new("present", "present-pkg", || true),
+        ];
+        let error = ensure(&needs, false, &super::super::Human).unwrap_err();
+        let text = error.to_string();
+        assert!(text.contains("a thing, another"), "{text}");
+        assert!(
+            text.contains("apt-get update && ") && text.contains("apt-get install other-pkg thing-pkg"),
+            "{text}"
+        );
+        assert!(!text.contains("present-pkg"), "{text}");
+        assert_eq!(error.exit_code(), 3);
+        assert!(ensure(&needs[2..], false, &super::super::Human).is_ok());
+    }
 }

@@ -91,9 +91,10 @@ impl Reporter for Human {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct Json;
 
-impl Reporter for Json {
-    fn report(&self, event: Event<'_>) {
-        let line = match event {
+impl Json {
+    /// The line an event prints as, if it prints one.
+    fn line(event: Event<'_>) -> String {
+        match event {
             Event::Status { verb, message } => serde_json::json!({
                 "reason": "kmod-status", "verb": verb, "message": message,
             })
@@ -108,11 +109,15 @@ impl Reporter for Json {
                 value.to_string()
             }
             Event::Cargo(line) => line.to_owned(),
-        };
+        }
+    }
+}
+
+impl Reporter for Json {
+    fn report(&self, event: Event<'_>) {
         // One write per line: lines of parallel builds never interleave.
-        let _ = std::io::stdout()
-            .lock()
-            .write_all(format!("{line}\n").as_bytes());
+        let line = Json::line(event) + "\n";
+        let _ = std::io::stdout().lock().write_all(line.as_bytes());
     }
 
     fn cargo_message_format(&self) -> &'static str {
@@ -124,4 +129,34 @@ impl Reporter for Json {
 pub fn error_json(message: &str, exit_code: i32) -> String {
     serde_json::json!({ "reason": "kmod-error", "message": message, "exit_code": exit_code })
         .to_string()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn json_lines_carry_a_reason_and_cargo_lines_pass_through() {
+        let artifact = Artifact {
+            module: "hello".into(),
+            release: "6.1.0-1-amd64".into(),
+            path: "/p/target/kmod/6.1.0-1-amd64/hello.ko".into(),
+            fresh: false,
+        };
+        let parsed: serde_json::Value =
+            serde_json::from_str(&Json::line(Event::Artifact(&artifact))).unwrap();
+        assert_eq!(parsed["reason"], "kmod-artifact");
+        assert_eq!(parsed["release"], "6.1.0-1-amd64");
+        assert_eq!(parsed["path"], "/p/target/kmod/6.1.0-1-amd64/hello.ko");
+        assert_eq!(parsed["fresh"], false);
+        let status: serde_json::Value = serde_json::from_str(&Json::line(Event::Status {
+            verb: "Compiling",
+            message: "hello (6.1.0-1-amd64)",
+        }))
+        .unwrap();
+        assert_eq!(status["reason"], "kmod-status");
+        assert_eq!(status["verb"], "Compiling");
+        let cargo = r#"{"reason":"compiler-artifact","x":1}"#;
+        assert_eq!(Json::line(Event::Cargo(cargo)), cargo);
+    }
 }
