@@ -121,9 +121,10 @@ fn bindings_survive_cargo_clean() {
     assert_eq!(bindings_cache(&tree.release), cache, "bindgen ran again");
 }
 
-/// The sysroots (`core` and `alloc` per codegen) built so far.
+/// The sysroots (`core` and `alloc` per codegen) built so far, in the
+/// per-user cache every checkout shares.
 fn sysroots() -> Vec<PathBuf> {
-    let dir = workspace().join("target/kmod/sysroot");
+    let dir = kmod_build::cache_home().join("sysroot");
     let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
         .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
         .flatten()
