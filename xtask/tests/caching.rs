@@ -126,7 +126,7 @@ fn bindings_survive_cargo_clean() {
 fn sysroots() -> Vec<PathBuf> {
     let dir = kmod_build::cache_home().join("sysroot");
     let mut found: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .unwrap_or_else(|e| panic!("{}: {e}", dir))
         .flatten()
         .map(|entry| entry.path())
         .filter(|path| path.join("lib/rustlib").is_dir())
