@@ -11,8 +11,10 @@
 //! 3. build: [`Module`] runs in a module crate's `build.rs` (bindings, cfgs),
 //!    [`kbuild::link`] turns the Rust staticlib into a `.ko` with the tree's
 //!    own `make M=`;
-//! 4. check: [`ModuleInfo`] reads a `.ko` and [`check()`] compares
-//!    it with the tree, as the kernel's loader would.
+//! 4. check: [`ModuleInfo`] reads a `.ko` (its appended [`Signature`]
+//!    parsed), [`keyring::Keyring`] reads the keys the kernel image trusts,
+//!    and [`check()`] compares the module with both, as the kernel's loader
+//!    would.
 
 mod bindings_cache;
 mod cache_home;
@@ -20,8 +22,10 @@ mod cflags;
 pub mod check;
 mod config;
 pub mod doctor;
+mod errno;
 mod error;
 pub mod kbuild;
+pub mod keyring;
 pub mod mitigations;
 mod modinfo;
 mod module;
@@ -33,6 +37,7 @@ mod tree;
 pub use cache_home::{cache_home, CACHE_HOME_ENV};
 pub use cflags::CFlags;
 pub use config::Config;
+pub use errno::Errno;
 pub use error::{Error, Result};
 pub use modinfo::{ModuleInfo, VersionEntry};
 pub use module::{check_libclang, check_libclang_remembered, Module, SHIM_FILE};

@@ -122,6 +122,116 @@ fn rust_flags_follow_each_trees_mitigations() {
     }
 }
 
+/// `check` on the distro's own, signed, in-tree loop.ko (verified by the
+/// key built into the kernel image), and on unsigned copies broken one way
+/// each. (That the real kernels agree is for the boot tests.)
+#[test]
+fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
+    for tree in trees() {
+        let signed = in_tree_module(&tree);
+        let kernel = check::Kernel::load(&tree).unwrap();
+        let symvers = &kernel.symvers;
+        let verdict = |bytes: &[u8]| {
+            let report = check::check(
+                &ModuleInfo::parse(Utf8Path::new("loop.ko"), bytes).unwrap(),
+                &kernel,
+            );
+            (
+                report.verdict.clone(),
+                report
+                    .findings
+                    .iter()
+                    .filter(|f| f.check != check::Check::Signature)
+                    .map(|f| f.kernel_says.clone())
+                    .collect::<Vec<_>>(),
+            )
+        };
+        assert_eq!(
+            verdict(&signed),
+            (Verdict::Loads, vec![]),
+            "{}",
+            tree.release
+        );
+        let Some(Ok(signature)) = ModuleInfo::parse(Utf8Path::new("loop.ko"), &signed)
+            .unwrap()
+            .signature
+        else {
+            panic!("loop.ko of {} is not signed", tree.release);
+        };
+        let module = signed[..signature.signed_len].to_vec();
+        assert_eq!(
+            verdict(&module),
+            (Verdict::LoadsWithTaint("E".into()), vec![]),
+            "{}",
+            tree.release
+        );
+
+        let info = ModuleInfo::parse(Utf8Path::new("loop.ko"), &module).unwrap();
+        assert_eq!(
+            info.get("vermagic"),
+            Some(check::vermagic(&tree.release, &tree.config().unwrap()).as_str()),
+            "{}",
+            tree.release
+        );
+        assert!(
+            check::versions(&info, &tree.symvers().unwrap()).is_empty(),
+            "{}",
+            tree.release
+        );
+        assert!(check::relocations(&info).is_empty(), "{}", tree.release);
+    }
+}
+
+#[test]
+fn probed_c_flags_are_the_trees_own() {
+    for tree in trees() {
+        let work = tempdir();
+        let flags = CFlags::probe(&tree, &work).unwrap();
+        assert!(
+            flags.args.iter().any(|a| a == "-D__KERNEL__"),
+            "{}",
+            tree.release
+        );
+        assert!(
+            flags.args.contains(&"-mcmodel=kernel".to_owned()),
+            "{}",
+            tree.release
+        );
+        for include in flags.args.iter().filter_map(|a| a.strip_prefix("-I")) {
+            assert!(Utf8Path::new(include).is_absolute(), "{include}");
+        }
+        let ibt = tree.config().unwrap().is_y("CONFIG_X86_KERNEL_IBT");
+        assert_eq!(
+            flags.args.contains(&"-fcf-protection=branch".to_owned()),
+            ibt,
+            "{}",
+            tree.release
+        );
+        // Second call is served from the cache, without running make.
+        let cached = CFlags::probe(&tree, &work).unwrap();
+        assert_eq!(cached, flags);
+        assert!(!work.join("probe").exists());
+        std::fs::remove_dir_all(&work).unwrap();
+    }
+}
+
+#[test]
+fn rust_flags_follow_each_trees_mitigations() {
+    for tree in trees() {
+        let config = tree.config().unwrap();
+        let flags = RustFlags::for_config(&config).args;
+        let has = |flag: &str| flags.iter().any(|f| f == flag);
+        assert_eq!(
+            has("-Zcf-protection=branch"),
+            config.is_y("CONFIG_X86_KERNEL_IBT")
+        );
+        assert_eq!(
+            has("-Zfunction-return=thunk-extern"),
+            config.any_y(&["CONFIG_RETHUNK", "CONFIG_MITIGATION_RETHUNK"])
+        );
+    }
+}
+
 /// `check` on the distro's own, signed, in-tree loop.ko, and on copies
 /// broken one way each. (That the real kernels agree is for the boot tests.)
 #[test]
@@ -157,7 +267,7 @@ fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
         let at = entry.file_offset as usize;
         flipped[at..at + 4].copy_from_slice(&(entry.crc ^ 1).to_le_bytes());
         let (found, says) = verdict(&flipped);
-        assert_eq!(found, Verdict::Refused("EINVAL"));
+        assert_eq!(found, Verdict::Refused(kmod_build::Errno::EINVAL));
         assert_eq!(
             says,
             vec![format!(
@@ -167,7 +277,7 @@ fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
         );
 
         let (found, says) = verdict(&replace(&module, b" SMP ", b" smp "));
-        assert_eq!(found, Verdict::Refused("ENOEXEC"));
+        assert_eq!(found, Verdict::Refused(kmod_build::Errno::ENOEXEC));
         assert!(says[0].starts_with("loop: version magic '"), "{says:?}");
 
         let gpl_only: Vec<&String> = info
@@ -177,7 +287,7 @@ fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
             .collect();
         assert!(!gpl_only.is_empty());
         let (found, says) = verdict(&replace(&module, b"license=GPL\0", b"license=MIT\0"));
-        assert_eq!(found, Verdict::Refused("ENOENT"));
+        assert_eq!(found, Verdict::Refused(kmod_build::Errno::ENOENT));
         assert_eq!(says.len(), gpl_only.len(), "{says:?}");
 
         let symbol = &info.undefined[0];
@@ -187,7 +297,7 @@ fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
             format!("\0{symbol}\0").as_bytes(),
             format!("\0{renamed}\0").as_bytes(),
         ));
-        assert_eq!(found, Verdict::Refused("ENOENT"));
+        assert_eq!(found, Verdict::Refused(kmod_build::Errno::ENOENT));
         assert_eq!(
             says,
             vec![format!("loop: Unknown symbol {renamed} (err -2)")]

@@ -155,6 +155,7 @@ fn build_and_sign(
             remove_if_exists(&ko)?;
             return Err(error);
         }
+        sign::warn_if_untrusted(tree, &ko, &args.cert)?;
     }
     Ok(ko)
 }

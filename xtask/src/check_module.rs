@@ -15,11 +15,14 @@ pub struct Args {
     /// Default: as for build-module.
     #[arg(long = "kernel", value_name = "RELEASE|PATH")]
     pub kernels: Vec<String>,
-    /// Verify the module's signature against this certificate (DER or PEM),
-    /// taken as one the kernel trusts: a signature it did not make is
-    /// reported invalid, and the module refused (EKEYREJECTED).
+    /// A certificate (DER or PEM) the kernel trusts besides the keys built
+    /// into its image (an enrolled MOK); repeat for several.
     #[arg(long, value_name = "CERT")]
-    pub cert: Option<Utf8PathBuf>,
+    pub cert: Vec<Utf8PathBuf>,
+    /// Predict a kernel that enforces signatures (booted with
+    /// `module.sig_enforce=1`); `CONFIG_MODULE_SIG_FORCE` trees always do.
+    #[arg(long)]
+    pub sig_enforce: bool,
     /// Print the reports as a JSON array.
     #[arg(long)]
     pub json: bool,
@@ -27,19 +30,20 @@ pub struct Args {
 
 pub fn run(args: &Args) -> Result<()> {
     let info = ModuleInfo::read(&args.module)?;
-    let cert = args
+    let certs = args
         .cert
-        .as_deref()
-        .map(kmod_build::signature::load_certificate)
-        .transpose()?;
+        .iter()
+        .map(|path| Ok((kmod_build::signature::load_certificate(path)?, path)))
+        .collect::<Result<Vec<_>>>()?;
     let reports = select_trees(&args.kernels)?
         .iter()
         .map(|tree| {
-            let mut report = check::check(&info, &Kernel::load(tree)?);
-            if let Some(cert) = &cert {
-                report.verify_signature(&info, cert);
+            let mut kernel = Kernel::load(tree)?;
+            for (cert, path) in &certs {
+                kernel.keyring.add(cert.clone(), path);
             }
-            Ok(report)
+            kernel.sig_enforce |= args.sig_enforce;
+            Ok(check::check(&info, &kernel))
         })
         .collect::<Result<Vec<_>>>()?;
     if args.json {

@@ -3,7 +3,8 @@
 
 use anyhow::{Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
-use kmod_build::{signature, Error, KernelTree, ModuleInfo};
+use kmod_build::keyring::Trust;
+use kmod_build::{check, signature, Error, KernelTree, ModuleInfo};
 use xshell::{cmd, Shell};
 
 use crate::status;
@@ -87,8 +88,8 @@ pub fn sign(
     std::fs::write(&partial, unsigned).with_context(|| format!("writing {partial}"))?;
     let result = run_sign_file(sh, &sign_file, hash, key, cert_path, &partial).and_then(|()| {
         let signed = ModuleInfo::read(&partial)?;
-        let mut summary = signature::Summary::of(&signed);
-        summary.verify(&signed, &cert);
+        let mut summary = signature::Summary::of(signed.signature.as_ref());
+        summary.verify(signed.signature.as_ref(), &cert);
         match summary.verified {
             signature::Verified::Yes => Ok(summary),
             _ => Err(Error::BadInput {
@@ -107,6 +108,24 @@ pub fn sign(
     };
     std::fs::rename(&partial, output).with_context(|| format!("renaming {partial} to {output}"))?;
     status::step("Signed", &format!("{output}: {summary}"));
+    Ok(())
+}
+
+/// Warns when `tree`'s kernel does not trust the key that signed `module`:
+/// it will taint the kernel `E`, or be refused where signatures are
+/// enforced, until the certificate is enrolled as a MOK.
+pub fn warn_if_untrusted(tree: &KernelTree, module: &Utf8Path, cert: &Utf8Path) -> Result<()> {
+    let kernel = check::Kernel::load(tree)?;
+    let report = check::check(&ModuleInfo::read(module)?, &kernel);
+    let why = match &report.trust {
+        Some(Trust::Verified { .. }) => return Ok(()),
+        Some(Trust::UnknownKey) => format!("{} does not trust this key", tree.release),
+        Some(trust) => format!("whether {} trusts it is unknown: {trust}", tree.release),
+        None => return Ok(()),
+    };
+    status::warning(&format!(
+        "{module} is signed with {cert}, but {why}: the module will taint the kernel (E), and be refused where signatures are enforced (module.sig_enforce=1, Secure Boot lockdown); to trust it, enroll the certificate as a MOK: sudo mokutil --import {cert} and reboot"
+    ));
     Ok(())
 }
 

@@ -18,3 +18,7 @@ pub fn step(verb: &str, message: &str) {
 pub fn error(message: &str) {
     eprintln!("{}: {message}", paint("1;31", "error"));
 }
+
+pub fn warning(message: &str) {
+    eprintln!("{}: {message}", paint("1;33", "warning"));
+}
