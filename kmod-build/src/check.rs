@@ -301,20 +301,22 @@ fn signature_check(
     (SigCheck::NotOk, Some(finding), trust)
 }
 
-/// The taint letters `load_module()` adds; `E` unless `sig_ok`.
+/// The taint letters `load_module()` adds, in the kernel's order (its
+/// taint bits, as `/sys/module/<name>/taint` prints them); `E` unless
+/// `sig_ok`.
 fn taint(module: &ModuleInfo, kernel: &Kernel, sig_ok: bool) -> String {
     let mut taint = String::new();
     if !is_gpl(module) {
         taint.push('P');
+    }
+    if kernel.config.is_y("CONFIG_MODVERSIONS") && module.versions.is_empty() {
+        taint.push('F');
     }
     if module.get("intree") != Some("Y") {
         taint.push('O');
     }
     if kernel.config.is_y("CONFIG_MODULE_SIG") && !sig_ok {
         taint.push('E');
-    }
-    if kernel.config.is_y("CONFIG_MODVERSIONS") && module.versions.is_empty() {
-        taint.push('F');
     }
     taint
 }

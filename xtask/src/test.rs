@@ -13,6 +13,7 @@ use crate::qemu::Guest;
 mod agreement;
 mod examples;
 mod ship;
+mod trust;
 use crate::{project_root, status};
 
 #[derive(clap::Args)]
@@ -73,6 +74,18 @@ pub fn run(args: &Args) -> Result<()> {
         };
         results.record(
             format!("boot::check_agrees_with_kernel::{}", tree.release),
+            result,
+        );
+        let result = if own.is_file() {
+            trust::run(&sh, tree, &own)
+        } else {
+            Err(anyhow::anyhow!(
+                "hello.ko was not built for {}",
+                tree.release
+            ))
+        };
+        results.record(
+            format!("boot::check_agrees_on_signatures::{}", tree.release),
             result,
         );
     }
