@@ -7,6 +7,7 @@ use camino::Utf8PathBuf;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::elf;
 use crate::errno::Errno;
 use crate::error::Result;
 use crate::keyring::{Keyring, Trust};
@@ -54,6 +55,9 @@ pub enum Check {
     /// Not the loader's: code the kernel's mitigations rely on (objtool's
     /// checks for C).
     Mitigation,
+    /// The ELF structure (`elf_validity_check()`, `setup_load_info()`,
+    /// `simplify_symbols()`'s section indexes).
+    Elf,
 }
 
 /// One thing the kernel would object to.
@@ -137,6 +141,9 @@ pub enum Verdict {
     /// The answer depends on what could not be established (which keys
     /// the kernel trusts); says what it depends on.
     Undetermined(String),
+    /// kmod-build's own verdict: the loader does not refuse the module but
+    /// faults on it (an oops that kills `insmod`, or worse).
+    WouldCrash(String),
 }
 
 /// Every check of one module against one kernel.
@@ -158,15 +165,28 @@ pub struct Report {
 /// loader's order, so the first refusing one decides the errno.
 pub fn check(module: &ModuleInfo, kernel: &Kernel) -> Report {
     let (sig_check, sig_finding, trust) = signature_check(module, kernel);
+    let elf = elf_validity(module, kernel);
+    let crash = elf
+        .as_ref()
+        .filter(|f| f.errno.is_none())
+        .map(|f| f.found.clone());
+    let sig_refuses = sig_finding.as_ref().is_some_and(|f| f.errno.is_some());
+    // The loader stops at the first refusal of these two early stages.
+    let later = (!sig_refuses && elf.is_none()).then(|| {
+        module_struct_size(module, kernel)
+            .into_iter()
+            .chain(module_layout(module, &kernel.symvers))
+            .chain(module_layout(module, &kernel.symvers))
+            .chain(vermagic_matches(module, &kernel.release, &kernel.config))
+            .chain(retpoline(module, &kernel.config))
+            .chain(symbols(module, kernel))
+            .chain(relocations(module))
+            .chain(mitigations(module, &kernel.config))
+    });
     let findings: Vec<Finding> = sig_finding
         .into_iter()
-        .chain(module_struct_size(module, kernel))
-        .chain(module_layout(module, &kernel.symvers))
-        .chain(vermagic_matches(module, &kernel.release, &kernel.config))
-        .chain(retpoline(module, &kernel.config))
-        .chain(symbols(module, kernel))
-        .chain(relocations(module))
-        .chain(mitigations(module, &kernel.config))
+        .chain(elf.filter(|_| !sig_refuses))
+        .chain(later.into_iter().flatten())
         .collect();
     let refusing = findings.iter().find_map(|f| f.errno);
     let taint_letters = |sig_ok| match taint(module, kernel, sig_ok) {
@@ -184,6 +204,7 @@ pub fn check(module: &ModuleInfo, kernel: &Kernel) -> Report {
             "loads only if the kernel verifies the signature, else refused: {why}"
         )),
         (Some(errno), _) => Verdict::Refused(errno),
+        (None, _) if crash.is_some() => Verdict::WouldCrash(crash.unwrap_or_default()),
         (None, SigCheck::Undetermined { why, .. }) => Verdict::Undetermined(format!(
             "loads, tainting the kernel ({}) if it trusts the signing key, ({}) if not: {why}",
             taint_letters(true),
@@ -299,6 +320,24 @@ fn signature_check(
     );
     let finding = finding(None, "a signature by a trusted key", found, says);
     (SigCheck::NotOk, Some(finding), trust)
+}
+
+/// The loader's ELF checks of `kernel`'s version, failed.
+fn elf_validity(module: &ModuleInfo, kernel: &Kernel) -> Option<Finding> {
+    let invalid = module
+        .elf_validity(elf::Rules::for_version(kernel.version))
+        .err()?;
+    Some(Finding {
+        check: Check::Elf,
+        errno: invalid.errno,
+        subject: "ELF structure".into(),
+        expected: "what the loader accepts".into(),
+        found: invalid.message.clone(),
+        kernel_says: match invalid.errno {
+            Some(_) => invalid.message.clone(),
+            None => "(an oops in insmod's init_module)".into(),
+        },
+    })
 }
 
 /// The taint letters `load_module()` adds, in the kernel's order (its
@@ -615,6 +654,11 @@ impl fmt::Display for Report {
             Verdict::Undetermined(why) => write!(
                 f,
                 "{} on {}{enforced}: cannot tell; {why}",
+                self.module, self.release
+            ),
+            Verdict::WouldCrash(why) => write!(
+                f,
+                "{} would crash the loader of {} (refused by kmod-build, not by the kernel): {why}",
                 self.module, self.release
             ),
         }

@@ -22,6 +22,7 @@ mod cflags;
 pub mod check;
 mod config;
 pub mod doctor;
+pub mod elf;
 mod errno;
 mod error;
 pub mod kbuild;

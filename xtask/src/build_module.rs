@@ -486,7 +486,8 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
         ),
     );
     let report = check::check(&ModuleInfo::read(&linked.ko)?, &kernel);
-    let reason = if let check::Verdict::Refused(_) = report.verdict {
+    let reason = if let check::Verdict::Refused(_) | check::Verdict::WouldCrash(_) = report.verdict
+    {
         Some("the kernel would refuse it")
     } else if report
         .findings

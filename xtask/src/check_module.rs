@@ -57,6 +57,10 @@ pub fn run(args: &Args) -> Result<()> {
         .iter()
         .filter_map(|r| match r.verdict {
             Verdict::Refused(errno) => Some(format!("{} ({errno})", r.release)),
+            Verdict::WouldCrash(_) => Some(format!(
+                "{} (kmod-build: the loader would crash)",
+                r.release
+            )),
             _ => None,
         })
         .collect();
