@@ -11,6 +11,7 @@ use crate::build_module::{self, ModuleCrate};
 use crate::qemu::Guest;
 
 mod agreement;
+mod damaged;
 mod examples;
 mod ship;
 mod trust;
@@ -86,6 +87,18 @@ pub fn run(args: &Args) -> Result<()> {
         };
         results.record(
             format!("boot::check_agrees_on_signatures::{}", tree.release),
+            result,
+        );
+        let result = if own.is_file() {
+            damaged::run(tree, &own)
+        } else {
+            Err(anyhow::anyhow!(
+                "hello.ko was not built for {}",
+                tree.release
+            ))
+        };
+        results.record(
+            format!("boot::check_agrees_on_damaged_modules::{}", tree.release),
             result,
         );
     }

@@ -142,9 +142,9 @@ fn build_module_signs_what_it_builds() {
         "{signed}"
     );
     let info = kmod_build::ModuleInfo::read(ko).unwrap();
-    let mut summary = kmod_build::signature::Summary::of(&info);
+    let mut summary = kmod_build::signature::Summary::of(info.signature.as_ref());
     summary.verify(
-        &info,
+        info.signature.as_ref(),
         &kmod_build::signature::load_certificate(Utf8Path::new(cert)).unwrap(),
     );
     assert_eq!(
