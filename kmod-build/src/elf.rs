@@ -378,7 +378,9 @@ fn symbols(elf: &Elf, symtab: &Shdr, name: &str, shnum: u16) -> Result<(), Inval
         let at = (symtab.offset + i * SYM_LEN) as usize;
         let st_name = u32_at(elf.bytes, at);
         let shndx = u16_at(elf.bytes, at + 6);
-        let symbol_name = strtab.and_then(|strtab| elf.cstr(strtab.offset + u64::from(st_name)));
+        // 6.1 does not check the string table's own bounds: saturate.
+        let symbol_name =
+            strtab.and_then(|strtab| elf.cstr(strtab.offset.saturating_add(u64::from(st_name))));
         let Some(symbol_name) = symbol_name else {
             return Err(Invalid {
                 errno: None,
