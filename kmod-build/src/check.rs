@@ -175,8 +175,8 @@ pub fn check(module: &ModuleInfo, kernel: &Kernel) -> Report {
     let later = (!sig_refuses && elf.is_none()).then(|| {
         module_struct_size(module, kernel)
             .into_iter()
-            .chain(module_layout(module, &kernel.symvers))
-            .chain(module_layout(module, &kernel.symvers))
+            .chain(module_layout(module, kernel))
+            .chain(module_layout(module, kernel))
             .chain(vermagic_matches(module, &kernel.release, &kernel.config))
             .chain(retpoline(module, &kernel.config))
             .chain(symbols(module, kernel))
@@ -387,9 +387,26 @@ fn module_struct_size(module: &ModuleInfo, kernel: &Kernel) -> Option<Finding> {
     })
 }
 
-/// `check_modstruct_version()`: `module_layout` first, refused with ENOEXEC.
-fn module_layout(module: &ModuleInfo, symvers: &Symvers) -> Option<Finding> {
-    crc_mismatch(module, "module_layout", symvers).map(|finding| Finding {
+/// `check_modstruct_version()`: `module_layout` first, refused with
+/// ENOEXEC when its CRC differs or (Debian) when `__versions` lacks it.
+fn module_layout(module: &ModuleInfo, kernel: &Kernel) -> Option<Finding> {
+    let missing = kernel.refuses_unversioned
+        && !module.versions.is_empty()
+        && kernel.symvers.get("module_layout").is_some()
+        && !module.versions.iter().any(|v| v.name == "module_layout");
+    let finding = if missing {
+        Some(Finding {
+            check: Check::ModuleLayout,
+            errno: None,
+            subject: "module_layout".into(),
+            expected: "a __versions entry".into(),
+            found: "none".into(),
+            kernel_says: format!("{}: no symbol version for module_layout", module.name()),
+        })
+    } else {
+        crc_mismatch(module, "module_layout", &kernel.symvers)
+    };
+    finding.map(|finding| Finding {
         check: Check::ModuleLayout,
         errno: Some(Errno::ENOEXEC),
         ..finding

@@ -274,7 +274,25 @@ fn validity_6_1(elf: &Elf, shnum: u16, shstrndx: u16) -> Result<(), Invalid> {
     if find_sec(b".gnu.linkonce.this_module").is_none() {
         return Err(refuse(format!("{name}: No module found in object")));
     }
-    symbols(elf, symtab, &name, shnum)
+    symbols(elf, symtab, &name, shnum)?;
+    // Unchecked names of unallocated sections are read all the same: by
+    // find_sec() once kallsyms made the symbol tables SHF_ALLOC, and by
+    // x86's module_finalize(), which compares every section's name.
+    let len = elf.bytes.len() as u64;
+    match elf
+        .shdrs
+        .iter()
+        .position(|shdr| strhdr.offset + u64::from(shdr.name) >= len)
+    {
+        Some(i) => Err(Invalid {
+            errno: None,
+            message: format!(
+                "section {i}'s name (sh_name {:#x}) is outside the module: the loader reads it and faults",
+                elf.shdrs[i].name
+            ),
+        }),
+        None => Ok(()),
+    }
 }
 
 fn validity_6_12(
@@ -527,13 +545,19 @@ mod tests {
     fn versions_differ_on_names_of_unallocated_sections() {
         let mut bytes = module();
         let at = shdr_at(&bytes, 3);
-        bytes[at..at + 4].copy_from_slice(&1000u32.to_le_bytes());
+        // Past the name table, inside the file: 6.1 reads another name.
+        bytes[at..at + 4].copy_from_slice(&60u32.to_le_bytes());
         let (old, new) = both(&bytes);
         assert_eq!(old, Ok(()));
         assert_eq!(
             message(new),
             "Invalid ELF section name in module (section 3 type 3)"
         );
+        // Outside the file: 6.1 faults.
+        bytes[at..at + 4].copy_from_slice(&100_000u32.to_le_bytes());
+        let (old, new) = both(&bytes);
+        assert_eq!(old.unwrap_err().errno, None);
+        assert!(new.is_err());
     }
 
     #[test]

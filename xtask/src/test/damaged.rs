@@ -177,12 +177,21 @@ fn corpus(hello: &[u8]) -> Result<Vec<Copy>> {
         enoexec,
         put(shstrtab_last, b"x"),
     );
-    let symtab_name = layout.shdr(".symtab", 0)?;
+    // 6.1 checks names of allocated sections only; past its name table
+    // inside the file, another name is read; outside it, the loader faults.
+    let comment_name = layout.shdr(".comment", 0)?;
+    let past_table = (layout.shstrtab.1 + 8) as u32;
     add(
-        "unallocated-sh_name",
+        "unallocated-sh_name-past-table",
         loads,
         enoexec,
-        put(symtab_name, &0xffffu32.to_le_bytes()),
+        put(comment_name, &past_table.to_le_bytes()),
+    );
+    add(
+        "unallocated-sh_name-outside",
+        Crashes,
+        enoexec,
+        put(comment_name, &0x7fff_0000u32.to_le_bytes()),
     );
     let this_module_flags = layout.shdr(".gnu.linkonce.this_module", 8)?;
     add(
@@ -229,25 +238,32 @@ fn corpus(hello: &[u8]) -> Result<Vec<Copy>> {
     // `struct module`.
     let no_name = super::agreement::replace(hello, b"\0name=hello\0", b"\0nome=hello\0")?;
     add("modinfo-no-name", loads, loads, no_name);
-    // __versions: a partial last entry is not read (its symbol has no
-    // version: Debian refuses that), nor is an unterminated name matched.
+    // __versions: a partial last entry is not read, nor is an
+    // unterminated name matched; Debian refuses a symbol without a version
+    // (EINVAL), and check_modstruct_version() module_layout without one
+    // (ENOEXEC; modpost writes it last).
     let info = ModuleInfo::parse(Utf8Path::new("hello.ko"), hello)?;
+    let without = |name: &str| match name {
+        "module_layout" => enoexec,
+        _ => Refused(Errno::EINVAL),
+    };
     let last = info.versions.last().context("hello.ko has no __versions")?;
     let versions_size = layout.shdr("__versions", 32)?;
     let size = info.versions.len() as u64 * 64 - 1;
-    let einval = Refused(Errno::EINVAL);
+    let partial = without(&last.name);
     add(
         "versions-partial",
-        einval,
-        einval,
+        partial,
+        partial,
         put(versions_size, &size.to_le_bytes()),
     );
-    let name_at = last.file_offset as usize + 8;
+    let first = &info.versions[0];
+    let unterminated = without(&first.name);
     add(
         "versions-unterminated",
-        einval,
-        einval,
-        put(name_at, &[b'x'; 56]),
+        unterminated,
+        unterminated,
+        put(first.file_offset as usize + 8, &[b'x'; 56]),
     );
     Ok(copies)
 }
