@@ -1,11 +1,13 @@
-//! Any bytes as a `.ko`: ELF sections, `.modinfo`, `__versions`,
-//! relocations and the disassembly for mitigations, then every check.
+//! Any bytes as a `.ko`: the loaders' ELF checks, ELF sections, `.modinfo`,
+//! `__versions`, relocations and the disassembly for mitigations, then
+//! every check.
 #![no_main]
 
 use std::sync::OnceLock;
 
 use camino::Utf8Path;
 use kmod_build::check::{check, Kernel};
+use kmod_build::keyring::Keyring;
 use kmod_build::{Config, ModuleInfo, Symvers};
 use libfuzzer_sys::fuzz_target;
 
@@ -30,6 +32,8 @@ fn kernel() -> &'static Kernel {
         .expect("valid Module.symvers"),
         this_module_size: Some(1280),
         refuses_unversioned: true,
+        keyring: Keyring::empty(),
+        sig_enforce: false,
     })
 }
 

@@ -7,10 +7,13 @@ use camino::Utf8PathBuf;
 use serde::Serialize;
 
 use crate::config::Config;
+use crate::elf;
+use crate::errno::Errno;
 use crate::error::Result;
+use crate::keyring::{Keyring, Trust};
 use crate::mitigations::{Mitigations, Problem};
 use crate::modinfo::ModuleInfo;
-use crate::signature::{self, Verified};
+use crate::signature;
 use crate::symvers::{ExportKind, Symvers};
 use crate::tree::KernelTree;
 
@@ -46,11 +49,15 @@ pub enum Check {
     MissingVersion,
     Namespace,
     Relocation,
-    /// The appended signature: unreadable, or not made by the trusted key.
+    /// The appended signature (`module_sig_check()`): unreadable, not
+    /// verifying, or by no trusted key.
     Signature,
     /// Not the loader's: code the kernel's mitigations rely on (objtool's
     /// checks for C).
     Mitigation,
+    /// The ELF structure (`elf_validity_check()`, `setup_load_info()`,
+    /// `simplify_symbols()`'s section indexes).
+    Elf,
 }
 
 /// One thing the kernel would object to.
@@ -58,7 +65,7 @@ pub enum Check {
 pub struct Finding {
     pub check: Check,
     /// The errno `init_module(2)` fails with; `None` for a warning only.
-    pub errno: Option<&'static str>,
+    pub errno: Option<Errno>,
     /// The symbol, field or section at fault.
     pub subject: String,
     pub expected: String,
@@ -93,14 +100,23 @@ pub struct Kernel {
     pub this_module_size: Option<u64>,
     /// Debian patches its kernels to refuse imports without a version.
     pub refuses_unversioned: bool,
+    /// The keys its loader verifies module signatures with.
+    pub keyring: Keyring,
+    /// Whether it refuses modules without a signature it can verify
+    /// (`CONFIG_MODULE_SIG_FORCE`, or booted with `module.sig_enforce=1`).
+    pub sig_enforce: bool,
 }
 
 impl Kernel {
+    /// The tree's kernel, with the keys built into its installed image.
     pub fn load(tree: &KernelTree) -> Result<Kernel> {
+        let config = tree.config()?;
         Ok(Kernel {
             release: tree.release.clone(),
             version: tree.version(),
-            config: tree.config()?,
+            keyring: Keyring::of_kernel(&tree.sysroot, &tree.release, &config),
+            sig_enforce: config.is_y("CONFIG_MODULE_SIG_FORCE"),
+            config,
             symvers: tree.symvers()?,
             this_module_size: tree
                 .in_tree_module()
@@ -117,10 +133,17 @@ impl Kernel {
 pub enum Verdict {
     Loads,
     /// Loads, tainting the kernel with these flags (`P` proprietary, `O`
-    /// out-of-tree, `E` unsigned, `F` forced: no symbol versions).
+    /// out-of-tree, `E` no signature by a trusted key, `F` forced: no
+    /// symbol versions).
     LoadsWithTaint(String),
     /// `init_module(2)` fails with this errno.
-    Refused(&'static str),
+    Refused(Errno),
+    /// The answer depends on what could not be established (which keys
+    /// the kernel trusts); says what it depends on.
+    Undetermined(String),
+    /// kmod-build's own verdict: the loader does not refuse the module but
+    /// faults on it (an oops that kills `insmod`, or worse).
+    WouldCrash(String),
 }
 
 /// Every check of one module against one kernel.
@@ -132,25 +155,62 @@ pub struct Report {
     pub findings: Vec<Finding>,
     pub verdict: Verdict,
     pub signature: signature::Summary,
+    /// What the kernel's keys make of a readable signature.
+    pub trust: Option<Trust>,
+    pub sig_enforced: bool,
+    pub keyring: Keyring,
 }
 
-/// Checks `module` as `kernel`'s loader would (signature enforcement
-/// aside). Findings come in the loader's order, so the first refusing one
-/// decides the errno.
+/// Checks `module` as `kernel`'s loader would. Findings come in the
+/// loader's order, so the first refusing one decides the errno.
 pub fn check(module: &ModuleInfo, kernel: &Kernel) -> Report {
-    let findings: Vec<Finding> = unreadable_signature(module)
+    let (sig_check, sig_finding, trust) = signature_check(module, kernel);
+    let elf = elf_validity(module, kernel);
+    let crash = elf
+        .as_ref()
+        .filter(|f| f.errno.is_none())
+        .map(|f| f.found.clone());
+    let sig_refuses = sig_finding.as_ref().is_some_and(|f| f.errno.is_some());
+    // The loader stops at the first refusal of these two early stages.
+    let later = (!sig_refuses && elf.is_none()).then(|| {
+        module_struct_size(module, kernel)
+            .into_iter()
+            .chain(module_layout(module, kernel))
+            .chain(module_layout(module, kernel))
+            .chain(vermagic_matches(module, &kernel.release, &kernel.config))
+            .chain(retpoline(module, &kernel.config))
+            .chain(symbols(module, kernel))
+            .chain(relocations(module))
+            .chain(mitigations(module, &kernel.config))
+    });
+    let findings: Vec<Finding> = sig_finding
         .into_iter()
-        .chain(module_struct_size(module, kernel))
-        .chain(module_layout(module, &kernel.symvers))
-        .chain(vermagic_matches(module, &kernel.release, &kernel.config))
-        .chain(retpoline(module, &kernel.config))
-        .chain(symbols(module, kernel))
-        .chain(relocations(module))
-        .chain(mitigations(module, &kernel.config))
+        .chain(elf.filter(|_| !sig_refuses))
+        .chain(later.into_iter().flatten())
         .collect();
-    let verdict = match findings.iter().find_map(|f| f.errno) {
-        Some(errno) => Verdict::Refused(errno),
-        None => match taint(module, kernel) {
+    let refusing = findings.iter().find_map(|f| f.errno);
+    let taint_letters = |sig_ok| match taint(module, kernel, sig_ok) {
+        taint if taint.is_empty() => "none".to_owned(),
+        taint => taint,
+    };
+    let verdict = match (refusing, sig_check) {
+        (
+            _,
+            SigCheck::Undetermined {
+                why,
+                can_refuse: true,
+            },
+        ) => Verdict::Undetermined(format!(
+            "loads only if the kernel verifies the signature, else refused: {why}"
+        )),
+        (Some(errno), _) => Verdict::Refused(errno),
+        (None, _) if crash.is_some() => Verdict::WouldCrash(crash.unwrap_or_default()),
+        (None, SigCheck::Undetermined { why, .. }) => Verdict::Undetermined(format!(
+            "loads, tainting the kernel ({}) if it trusts the signing key, ({}) if not: {why}",
+            taint_letters(true),
+            taint_letters(false)
+        )),
+        (None, sig_check) => match taint(module, kernel, sig_check == SigCheck::Ok) {
             taint if taint.is_empty() => Verdict::Loads,
             taint => Verdict::LoadsWithTaint(taint),
         },
@@ -161,67 +221,141 @@ pub fn check(module: &ModuleInfo, kernel: &Kernel) -> Report {
         release: kernel.release.clone(),
         findings,
         verdict,
-        signature: signature::Summary::of(module),
+        signature: signature::Summary::of(module.signature.as_ref()),
+        trust,
+        sig_enforced: kernel.sig_enforce,
+        keyring: kernel.keyring.clone(),
     }
 }
 
-/// `module_sig_check()`: a malformed signature is fatal even when
-/// signatures are not enforced; one of a kind the kernel does not support
-/// is only left unverified.
-fn unreadable_signature(module: &ModuleInfo) -> Option<Finding> {
-    let Some(Err(unreadable)) = &module.signature else {
-        return None;
-    };
-    let fatal = unreadable.errno == "EBADMSG";
-    Some(Finding {
+/// What `module_sig_check()` leaves the rest of the load with.
+#[derive(Debug, PartialEq, Eq)]
+enum SigCheck {
+    /// `sig_ok`: verified by a trusted key.
+    Ok,
+    /// Loads without `sig_ok` (or is refused by the finding).
+    NotOk,
+    /// Signatures are not checked (no `CONFIG_MODULE_SIG`).
+    Off,
+    /// Depends on keys or algorithms not known here; `can_refuse` when the
+    /// kernel might then refuse the module rather than only taint it.
+    Undetermined { why: String, can_refuse: bool },
+}
+
+/// `module_sig_check()` (kernel/module/signing.c, the same in 6.1 and
+/// 6.12): a malformed signature (EBADMSG) or one by a trusted key that does
+/// not verify (EKEYREJECTED) is refused even when signatures are not
+/// enforced; no signature, an unsupported kind (ENOPKG) or an unknown key
+/// (ENOKEY) loads without `sig_ok`, or is refused with EKEYREJECTED under
+/// enforcement.
+fn signature_check(
+    module: &ModuleInfo,
+    kernel: &Kernel,
+) -> (SigCheck, Option<Finding>, Option<Trust>) {
+    if !kernel.config.is_y("CONFIG_MODULE_SIG") {
+        return (SigCheck::Off, None, None);
+    }
+    let finding = |errno, expected: &str, found: String, kernel_says: String| Finding {
         check: Check::Signature,
-        errno: fatal.then_some(unreadable.errno),
+        errno,
         subject: "module signature".into(),
-        expected: "a PKCS#7 signature".into(),
-        found: unreadable.why.clone(),
-        kernel_says: if fatal {
-            "(nothing; insmod: Bad message)".into()
-        } else {
-            // mod_verify_sig() names every module "module" here.
-            "module: not signed with expected PKCS#7 message".into()
+        expected: expected.into(),
+        found,
+        kernel_says,
+    };
+    let refused = |errno: Errno, found: String| {
+        let says = format!("(nothing; insmod: {})", errno.message());
+        finding(Some(errno), "a signature by a trusted key", found, says)
+    };
+    let (reason, found, trust) = match &module.signature {
+        None => ("unsigned module", "no signature".to_owned(), None),
+        Some(Err(unreadable)) if unreadable.errno == Errno::EBADMSG => {
+            let finding = refused(Errno::EBADMSG, unreadable.why.clone());
+            return (SigCheck::NotOk, Some(finding), None);
+        }
+        Some(Err(unreadable)) => (
+            "module with unsupported crypto",
+            unreadable.why.clone(),
+            None,
+        ),
+        Some(Ok(signature)) => {
+            let trust = kernel.keyring.judge(signature);
+            match &trust {
+                Trust::Verified { .. } => return (SigCheck::Ok, None, Some(trust)),
+                Trust::Rejected { why } => {
+                    let finding = refused(Errno::EKEYREJECTED, why.clone());
+                    return (SigCheck::NotOk, Some(finding), Some(trust));
+                }
+                Trust::Unestablished { why, could_reject } => {
+                    let check = SigCheck::Undetermined {
+                        why: why.clone(),
+                        can_refuse: *could_reject || kernel.sig_enforce,
+                    };
+                    return (check, None, Some(trust));
+                }
+                Trust::UnknownKey => (
+                    "module with unavailable key",
+                    format!(
+                        "key {} of {:?}, which the kernel does not have",
+                        signature.key_id, signature.signer
+                    ),
+                    Some(trust),
+                ),
+            }
+        }
+    };
+    if kernel.sig_enforce {
+        let says = format!("Loading of {reason} is rejected");
+        let finding = finding(
+            Some(Errno::EKEYREJECTED),
+            "a signature by a trusted key",
+            found,
+            says,
+        );
+        return (SigCheck::NotOk, Some(finding), trust);
+    }
+    let says = format!(
+        "{}: module verification failed: signature and/or required key missing - tainting kernel",
+        module.name()
+    );
+    let finding = finding(None, "a signature by a trusted key", found, says);
+    (SigCheck::NotOk, Some(finding), trust)
+}
+
+/// The loader's ELF checks of `kernel`'s version, failed.
+fn elf_validity(module: &ModuleInfo, kernel: &Kernel) -> Option<Finding> {
+    let invalid = module
+        .elf_validity(elf::Rules::for_version(kernel.version))
+        .err()?;
+    Some(Finding {
+        check: Check::Elf,
+        errno: invalid.errno,
+        subject: "ELF structure".into(),
+        expected: "what the loader accepts".into(),
+        found: invalid.message.clone(),
+        kernel_says: match invalid.errno {
+            Some(_) => invalid.message.clone(),
+            None => "(an oops in insmod's init_module)".into(),
         },
     })
 }
 
-impl Report {
-    /// Verifies the signature against `cert`, taken as a key the kernel
-    /// trusts (an enrolled MOK): one that does not verify is then refused.
-    pub fn verify_signature(&mut self, module: &ModuleInfo, cert: &x509_cert::Certificate) {
-        self.signature.verify(module, cert);
-        if let (Verified::No(_), true) = (&self.signature.verified, module.signed) {
-            self.findings.push(Finding {
-                check: Check::Signature,
-                errno: Some("EKEYREJECTED"),
-                subject: "module signature".into(),
-                expected: "a signature by the given certificate's key".into(),
-                found: "one that does not verify (see signature)".into(),
-                kernel_says: "(nothing; insmod: Key was rejected by service)".into(),
-            });
-            if !matches!(self.verdict, Verdict::Refused(_)) {
-                self.verdict = Verdict::Refused("EKEYREJECTED");
-            }
-        }
-    }
-}
-
-fn taint(module: &ModuleInfo, kernel: &Kernel) -> String {
+/// The taint letters `load_module()` adds, in the kernel's order (its
+/// taint bits, as `/sys/module/<name>/taint` prints them); `E` unless
+/// `sig_ok`.
+fn taint(module: &ModuleInfo, kernel: &Kernel, sig_ok: bool) -> String {
     let mut taint = String::new();
     if !is_gpl(module) {
         taint.push('P');
     }
+    if kernel.config.is_y("CONFIG_MODVERSIONS") && module.versions.is_empty() {
+        taint.push('F');
+    }
     if module.get("intree") != Some("Y") {
         taint.push('O');
     }
-    if kernel.config.is_y("CONFIG_MODULE_SIG") && !module.signed {
+    if kernel.config.is_y("CONFIG_MODULE_SIG") && !sig_ok {
         taint.push('E');
-    }
-    if kernel.config.is_y("CONFIG_MODVERSIONS") && module.versions.is_empty() {
-        taint.push('F');
     }
     taint
 }
@@ -242,7 +376,7 @@ fn module_struct_size(module: &ModuleInfo, kernel: &Kernel) -> Option<Finding> {
     let found = module.this_module_size.unwrap_or(0);
     (found != expected).then(|| Finding {
         check: Check::ModuleStructSize,
-        errno: Some("ENOEXEC"),
+        errno: Some(Errno::ENOEXEC),
         subject: ".gnu.linkonce.this_module".into(),
         expected: format!("{expected} bytes"),
         found: format!("{found} bytes"),
@@ -253,11 +387,28 @@ fn module_struct_size(module: &ModuleInfo, kernel: &Kernel) -> Option<Finding> {
     })
 }
 
-/// `check_modstruct_version()`: `module_layout` first, refused with ENOEXEC.
-fn module_layout(module: &ModuleInfo, symvers: &Symvers) -> Option<Finding> {
-    crc_mismatch(module, "module_layout", symvers).map(|finding| Finding {
+/// `check_modstruct_version()`: `module_layout` first, refused with
+/// ENOEXEC when its CRC differs or (Debian) when `__versions` lacks it.
+fn module_layout(module: &ModuleInfo, kernel: &Kernel) -> Option<Finding> {
+    let missing = kernel.refuses_unversioned
+        && !module.versions.is_empty()
+        && kernel.symvers.get("module_layout").is_some()
+        && !module.versions.iter().any(|v| v.name == "module_layout");
+    let finding = if missing {
+        Some(Finding {
+            check: Check::ModuleLayout,
+            errno: None,
+            subject: "module_layout".into(),
+            expected: "a __versions entry".into(),
+            found: "none".into(),
+            kernel_says: format!("{}: no symbol version for module_layout", module.name()),
+        })
+    } else {
+        crc_mismatch(module, "module_layout", &kernel.symvers)
+    };
+    finding.map(|finding| Finding {
         check: Check::ModuleLayout,
-        errno: Some("ENOEXEC"),
+        errno: Some(Errno::ENOEXEC),
         ..finding
     })
 }
@@ -268,7 +419,7 @@ fn crc_mismatch(module: &ModuleInfo, symbol: &str, symvers: &Symvers) -> Option<
     let export = symvers.get(symbol)?;
     (export.crc != entry.crc).then(|| Finding {
         check: Check::SymbolVersion,
-        errno: Some("EINVAL"),
+        errno: Some(Errno::EINVAL),
         subject: symbol.to_owned(),
         expected: format!("{:#010x}", export.crc),
         found: format!("{:#010x}", entry.crc),
@@ -297,7 +448,7 @@ pub fn relocations(module: &ModuleInfo) -> Vec<Finding> {
         .filter(|(r_type, _)| !X86_64_LOADER_RELOCATIONS.contains(r_type))
         .map(|(r_type, section)| Finding {
             check: Check::Relocation,
-            errno: Some("ENOEXEC"),
+            errno: Some(Errno::ENOEXEC),
             subject: format!("relocation type {r_type} in {section}"),
             expected: "NONE, 64, PC32, PLT32, 32, 32S or PC64".into(),
             found: format!("type {r_type}"),
@@ -381,7 +532,7 @@ pub fn vermagic_matches(module: &ModuleInfo, release: &str, config: &Config) -> 
     };
     (!same).then(|| Finding {
         check: Check::Vermagic,
-        errno: Some("ENOEXEC"),
+        errno: Some(Errno::ENOEXEC),
         subject: "vermagic".into(),
         expected: format!("'{expected}'"),
         found: format!("'{found}'"),
@@ -435,7 +586,7 @@ pub fn symbols(module: &ModuleInfo, kernel: &Kernel) -> Vec<Finding> {
             let expected = "an export in Module.symvers".into();
             findings.push(finding(
                 Check::UnknownSymbol,
-                Some("ENOENT"),
+                Some(Errno::ENOENT),
                 expected,
                 "none",
                 unknown,
@@ -447,7 +598,7 @@ pub fn symbols(module: &ModuleInfo, kernel: &Kernel) -> Vec<Finding> {
             let expected = "a GPL-compatible license for this EXPORT_SYMBOL_GPL".into();
             findings.push(finding(
                 Check::GplOnly,
-                Some("ENOENT"),
+                Some(Errno::ENOENT),
                 expected,
                 license,
                 unknown,
@@ -459,7 +610,7 @@ pub fn symbols(module: &ModuleInfo, kernel: &Kernel) -> Vec<Finding> {
                 Some(mismatch) => findings.push(mismatch),
                 None if !module.versions.iter().any(|v| &v.name == symbol) => {
                     // Upstream only warns; Debian's kernels refuse.
-                    let errno = kernel.refuses_unversioned.then_some("EINVAL");
+                    let errno = kernel.refuses_unversioned.then_some(Errno::EINVAL);
                     let says = format!("{name}: no symbol version for {symbol}");
                     findings.push(finding(
                         Check::MissingVersion,
@@ -479,7 +630,7 @@ pub fn symbols(module: &ModuleInfo, kernel: &Kernel) -> Vec<Finding> {
             );
             findings.push(finding(
                 Check::Namespace,
-                Some("EINVAL"),
+                Some(Errno::EINVAL),
                 format!("MODULE_IMPORT_NS({ns})"),
                 "no import",
                 says,
@@ -495,18 +646,36 @@ impl fmt::Display for Report {
             writeln!(f, "  {finding}")?;
         }
         writeln!(f, "  signature: {}", self.signature)?;
+        if let Some(trust) = &self.trust {
+            writeln!(f, "  trust: {trust}")?;
+        }
+        let enforced = if self.sig_enforced {
+            " (signatures enforced)"
+        } else {
+            ""
+        };
         match &self.verdict {
-            Verdict::Loads => write!(f, "{} loads on {}", self.module, self.release),
+            Verdict::Loads => write!(f, "{} loads on {}{enforced}", self.module, self.release),
             Verdict::LoadsWithTaint(taint) => {
                 write!(
                     f,
-                    "{} loads on {}, tainting the kernel ({taint})",
+                    "{} loads on {}{enforced}, tainting the kernel ({taint})",
                     self.module, self.release
                 )
             }
             Verdict::Refused(errno) => write!(
                 f,
-                "{} is refused by {} ({errno})",
+                "{} is refused by {}{enforced} ({errno})",
+                self.module, self.release
+            ),
+            Verdict::Undetermined(why) => write!(
+                f,
+                "{} on {}{enforced}: cannot tell; {why}",
+                self.module, self.release
+            ),
+            Verdict::WouldCrash(why) => write!(
+                f,
+                "{} would crash the loader of {} (refused by kmod-build, not by the kernel): {why}",
                 self.module, self.release
             ),
         }

@@ -11,8 +11,10 @@
 //! 3. build: [`Build`] runs in a module crate's `build.rs` (bindings, cfgs),
 //!    [`kbuild::link`] turns the Rust staticlib into a `.ko` with the tree's
 //!    own `make M=`;
-//! 4. check: [`ModuleInfo`] reads a `.ko` and [`check()`] compares
-//!    it with the tree, as the kernel's loader would.
+//! 4. check: [`ModuleInfo`] reads a `.ko` (its appended [`Signature`]
+//!    parsed), [`keyring::Keyring`] reads the keys the kernel image trusts,
+//!    and [`check()`] compares the module with both, as the kernel's loader
+//!    would.
 
 mod bindings_cache;
 mod build_script;
@@ -25,9 +27,12 @@ mod config;
 pub mod doctor;
 #[cfg(feature = "driver")]
 pub mod driver;
+pub mod elf;
+mod errno;
 mod error;
 mod files;
 pub mod kbuild;
+pub mod keyring;
 mod make;
 pub mod mitigations;
 mod modinfo;
@@ -44,6 +49,7 @@ pub use build_script::{check_libclang, check_libclang_remembered, Build};
 pub use cache_home::{cache_home, CACHE_HOME_ENV};
 pub use cflags::CFlags;
 pub use config::Config;
+pub use errno::Errno;
 pub use error::{Error, Result};
 pub use modinfo::{ModuleInfo, VersionEntry};
 pub use rustflags::RustFlags;

@@ -19,8 +19,8 @@ use x509_cert::ext::pkix::SubjectKeyIdentifier;
 use x509_cert::name::Name;
 use x509_cert::Certificate;
 
+use crate::errno::Errno;
 use crate::error::{Error, Result};
-use crate::modinfo::ModuleInfo;
 
 /// What `sign-file` appends last.
 pub const MARKER: &[u8] = b"~Module signature appended~\n";
@@ -71,7 +71,7 @@ impl Signature {
     /// `mod_check_sig()`'s checks, in its order, then the PKCS#7 parse.
     fn parse(rest: &[u8]) -> Result<Signature, Unreadable> {
         let bad = |why: String| Unreadable {
-            errno: "EBADMSG",
+            errno: Errno::EBADMSG,
             why,
         };
         let info_at = rest
@@ -88,7 +88,7 @@ impl Signature {
         }
         if info[2] != PKEY_ID_PKCS7 {
             return Err(Unreadable {
-                errno: "ENOPKG",
+                errno: Errno::ENOPKG,
                 why: format!(
                     "key identifier type {} (only PKCS#7, type {PKEY_ID_PKCS7}, is supported)",
                     info[2]
@@ -147,19 +147,31 @@ impl Signature {
         })
     }
 
-    /// Whether `cert` made this signature over the module, as the kernel
-    /// would decide if it trusted `cert`; `Err` says why not.
-    pub fn verify(&self, cert: &Certificate) -> Result<(), String> {
+    /// Whether the signature names `cert` as its signer (issuer and serial,
+    /// or subject key identifier), as the kernel looks its key up.
+    pub fn names(&self, cert: &Certificate) -> bool {
         let tbs = &cert.tbs_certificate;
-        let names_cert = match &self.sid {
+        match &self.sid {
             SignerIdentifier::IssuerAndSerialNumber(id) => {
                 id.issuer == tbs.issuer && id.serial_number == tbs.serial_number
             }
             SignerIdentifier::SubjectKeyIdentifier(id) => {
                 matches!(tbs.get::<SubjectKeyIdentifier>(), Ok(Some((_, own))) if own == *id)
             }
-        };
-        if !names_cert {
+        }
+    }
+
+    /// With signed attributes, why their `messageDigest` is not the
+    /// module's (the kernel rejects that before it looks for a key).
+    pub fn attributes_disagree(&self) -> Option<&str> {
+        self.attributes_disagree.as_deref()
+    }
+
+    /// Whether `cert` made this signature over the module, as the kernel
+    /// would decide if it trusted `cert`; `Err` says why not.
+    pub fn verify(&self, cert: &Certificate) -> Result<(), String> {
+        let tbs = &cert.tbs_certificate;
+        if !self.names(cert) {
             return Err(format!(
                 "signed by key {} of {:?}, not by this certificate (serial {}, issuer {:?})",
                 self.key_id,
@@ -171,15 +183,28 @@ impl Signature {
         if let Some(why) = &self.attributes_disagree {
             return Err(why.clone());
         }
-        let digest = self
-            .signed_digest
-            .as_deref()
-            .ok_or_else(|| format!("digest algorithm {} is not supported here", self.hash))?;
+        self.verify_with(cert).map_err(|e| e.why)
+    }
+
+    /// The signature checked with `cert`'s public key, whatever the
+    /// signer's identity.
+    pub fn verify_with(&self, cert: &Certificate) -> Result<(), NotVerified> {
+        let unsupported = |why: String| NotVerified {
+            why,
+            unsupported: true,
+        };
+        let tbs = &cert.tbs_certificate;
+        let digest = self.signed_digest.as_deref().ok_or_else(|| {
+            unsupported(format!(
+                "digest algorithm {} is not supported here",
+                self.hash
+            ))
+        })?;
         let spki = &tbs.subject_public_key_info;
         let key = spki.subject_public_key.raw_bytes();
         let matches = match spki.algorithm.oid {
             rfc5912::RSA_ENCRYPTION => RsaPublicKey::from_pkcs1_der(key)
-                .map_err(|e| format!("the certificate's RSA key: {e}"))?
+                .map_err(|e| unsupported(format!("the certificate's RSA key: {e}")))?
                 .verify(padding(&self.hash), digest, &self.value)
                 .is_ok(),
             rfc5912::ID_EC_PUBLIC_KEY => {
@@ -191,19 +216,22 @@ impl Signature {
                 verify_ecdsa(curve, key, digest, &self.value)?
             }
             other => {
-                return Err(format!(
+                return Err(unsupported(format!(
                 "the certificate's key is {}: only RSA and ECDSA (P-256, P-384) are supported here",
                 oid_name(&other)
-            ))
+            )))
             }
         };
         if matches {
             Ok(())
         } else {
-            Err(format!(
-                "the {} signature does not match the module's {} digest: the module or its signature changed after signing",
-                self.algorithm, self.hash
-            ))
+            Err(NotVerified {
+                why: format!(
+                    "the {} signature does not match the module's {} digest: the module or its signature changed after signing",
+                    self.algorithm, self.hash
+                ),
+                unsupported: false,
+            })
         }
     }
 }
@@ -215,10 +243,18 @@ fn verify_ecdsa(
     key: &[u8],
     digest: &[u8],
     signature: &[u8],
-) -> Result<bool, String> {
+) -> Result<bool, NotVerified> {
     use p256::ecdsa::signature::hazmat::PrehashVerifier;
-    let bad_key = |e: p256::ecdsa::Error| format!("the certificate's EC key: {e}");
-    let bad_signature = |e: p256::ecdsa::Error| format!("the ECDSA signature: {e}");
+    let bad_key = |e: p256::ecdsa::Error| NotVerified {
+        why: format!("the certificate's EC key: {e}"),
+        unsupported: true,
+    };
+    // The kernel's DER decoder of (r, s) fails the same way: EBADMSG is
+    // not told apart here from a signature that does not match.
+    let bad_signature = |e: p256::ecdsa::Error| NotVerified {
+        why: format!("the ECDSA signature: {e}"),
+        unsupported: false,
+    };
     Ok(match curve {
         Some(rfc5912::SECP_256_R_1) => p256::ecdsa::VerifyingKey::from_sec1_bytes(key)
             .map_err(bad_key)?
@@ -235,12 +271,24 @@ fn verify_ecdsa(
             )
             .is_ok(),
         other => {
-            return Err(format!(
-                "the certificate's curve is {}: only P-256 and P-384 are supported here",
-                other.map_or("unnamed".into(), |oid| oid_name(&oid))
-            ))
+            return Err(NotVerified {
+                why: format!(
+                    "the certificate's curve is {}: only P-256 and P-384 are supported here",
+                    other.map_or("unnamed".into(), |oid| oid_name(&oid))
+                ),
+                unsupported: true,
+            })
         }
     })
+}
+
+/// Why a signature did not verify with a key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotVerified {
+    pub why: String,
+    /// The key, curve or digest is one this crate cannot check (the kernel
+    /// may well): no answer rather than a rejection.
+    pub unsupported: bool,
 }
 
 /// A signature `module_sig_check()` cannot use, and what it makes of it.
@@ -249,7 +297,7 @@ pub struct Unreadable {
     /// `EBADMSG` refuses the module even where signatures are not enforced;
     /// `ENOPKG` (a kind of signature the kernel does not support) only
     /// leaves it unverified.
-    pub errno: &'static str,
+    pub errno: Errno,
     pub why: String,
 }
 
@@ -281,13 +329,14 @@ pub enum Verified {
 }
 
 impl Summary {
-    pub fn of(module: &ModuleInfo) -> Summary {
-        let parsed = match &module.signature {
+    /// The summary of a module's [`ModuleInfo::signature`](crate::ModuleInfo).
+    pub fn of(signature: Option<&Result<Signature, Unreadable>>) -> Summary {
+        let parsed = match signature {
             Some(Ok(signature)) => Some(signature),
             _ => None,
         };
         Summary {
-            present: module.signature.is_some(),
+            present: signature.is_some(),
             hash: parsed.map(|s| s.hash.clone()),
             algorithm: parsed.map(|s| s.algorithm.clone()),
             signer: parsed.map(|s| s.signer.clone()),
@@ -297,8 +346,12 @@ impl Summary {
     }
 
     /// Checks the module's signature against `cert`.
-    pub fn verify(&mut self, module: &ModuleInfo, cert: &Certificate) {
-        self.verified = match &module.signature {
+    pub fn verify(
+        &mut self,
+        signature: Option<&Result<Signature, Unreadable>>,
+        cert: &Certificate,
+    ) {
+        self.verified = match signature {
             None => Verified::No("the module is not signed".into()),
             Some(Err(why)) => Verified::No(format!("unreadable signature: {why}")),
             Some(Ok(signature)) => match signature.verify(cert) {
@@ -440,23 +493,23 @@ mod tests {
     fn malformed_signatures_are_errors_not_panics() {
         let errno = |bytes: &[u8]| Signature::find(bytes).unwrap().unwrap_err().errno;
         let short = [&b"x"[..], MARKER].concat();
-        assert_eq!(errno(&short), "EBADMSG");
+        assert_eq!(errno(&short), Errno::EBADMSG);
         let too_long = [b"module".to_vec(), trailer(PKEY_ID_PKCS7, 1000)].concat();
         let err = Signature::find(&too_long).unwrap().unwrap_err();
         assert!(err.why.contains("sig_len 1000"), "{err}");
-        assert_eq!(errno(&too_long), "EBADMSG");
+        assert_eq!(errno(&too_long), Errno::EBADMSG);
         // The kernel only skips a signature of another kind.
         let not_pkcs7 = [b"module".to_vec(), trailer(1, 0)].concat();
         let err = Signature::find(&not_pkcs7).unwrap().unwrap_err();
         assert!(err.why.contains("only PKCS#7"), "{err}");
-        assert_eq!(err.errno, "ENOPKG");
+        assert_eq!(err.errno, Errno::ENOPKG);
         let mut params = [b"module".to_vec(), trailer(PKEY_ID_PKCS7, 0)].concat();
         params[6] = 1;
-        assert_eq!(errno(&params), "EBADMSG");
+        assert_eq!(errno(&params), Errno::EBADMSG);
         let garbage = [b"module-junk".to_vec(), trailer(PKEY_ID_PKCS7, 4)].concat();
         let err = Signature::find(&garbage).unwrap().unwrap_err();
         assert!(err.why.starts_with("PKCS#7"), "{err}");
-        assert_eq!(err.errno, "EBADMSG");
+        assert_eq!(err.errno, Errno::EBADMSG);
     }
 
     #[test]

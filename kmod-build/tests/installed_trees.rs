@@ -119,12 +119,13 @@ fn rust_flags_follow_each_trees_mitigations() {
     }
 }
 
-/// `check` on the distro's own, signed, in-tree loop.ko, and on copies
-/// broken one way each. (That the real kernels agree is for the boot tests.)
+/// `check` on the distro's own, signed, in-tree loop.ko (verified by the
+/// key built into the kernel image), and on unsigned copies broken one way
+/// each. (That the real kernels agree is for the boot tests.)
 #[test]
 fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
     for tree in trees() {
-        let module = in_tree_module(&tree);
+        let signed = in_tree_module(&tree);
         let kernel = check::Kernel::load(&tree).unwrap();
         let symvers = &kernel.symvers;
         let verdict = |bytes: &[u8]| {
@@ -137,13 +138,27 @@ fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
                 report
                     .findings
                     .iter()
+                    .filter(|f| f.check != check::Check::Signature)
                     .map(|f| f.kernel_says.clone())
                     .collect::<Vec<_>>(),
             )
         };
         assert_eq!(
-            verdict(&module),
+            verdict(&signed),
             (Verdict::Loads, vec![]),
+            "{}",
+            tree.release
+        );
+        let Some(Ok(signature)) = ModuleInfo::parse(Utf8Path::new("loop.ko"), &signed)
+            .unwrap()
+            .signature
+        else {
+            panic!("loop.ko of {} is not signed", tree.release);
+        };
+        let module = signed[..signature.signed_len].to_vec();
+        assert_eq!(
+            verdict(&module),
+            (Verdict::LoadsWithTaint("E".into()), vec![]),
             "{}",
             tree.release
         );
@@ -154,7 +169,7 @@ fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
         let at = entry.file_offset as usize;
         flipped[at..at + 4].copy_from_slice(&(entry.crc ^ 1).to_le_bytes());
         let (found, says) = verdict(&flipped);
-        assert_eq!(found, Verdict::Refused("EINVAL"));
+        assert_eq!(found, Verdict::Refused(kmod_build::Errno::EINVAL));
         assert_eq!(
             says,
             vec![format!(
@@ -164,7 +179,7 @@ fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
         );
 
         let (found, says) = verdict(&replace(&module, b" SMP ", b" smp "));
-        assert_eq!(found, Verdict::Refused("ENOEXEC"));
+        assert_eq!(found, Verdict::Refused(kmod_build::Errno::ENOEXEC));
         assert!(says[0].starts_with("loop: version magic '"), "{says:?}");
 
         let gpl_only: Vec<&String> = info
@@ -174,7 +189,7 @@ fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
             .collect();
         assert!(!gpl_only.is_empty());
         let (found, says) = verdict(&replace(&module, b"license=GPL\0", b"license=MIT\0"));
-        assert_eq!(found, Verdict::Refused("ENOENT"));
+        assert_eq!(found, Verdict::Refused(kmod_build::Errno::ENOENT));
         assert_eq!(says.len(), gpl_only.len(), "{says:?}");
 
         let symbol = &info.undefined[0];
@@ -184,7 +199,7 @@ fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
             format!("\0{symbol}\0").as_bytes(),
             format!("\0{renamed}\0").as_bytes(),
         ));
-        assert_eq!(found, Verdict::Refused("ENOENT"));
+        assert_eq!(found, Verdict::Refused(kmod_build::Errno::ENOENT));
         assert_eq!(
             says,
             vec![format!("loop: Unknown symbol {renamed} (err -2)")]
@@ -193,29 +208,43 @@ fn check_verdicts_on_broken_copies_of_an_in_tree_module() {
 }
 
 #[test]
-fn truncated_modules_are_errors_naming_the_file() {
+fn truncated_modules_are_refused_or_errors_naming_the_file() {
     let Some(tree) = &trees().into_iter().next() else {
         return;
     };
     let module = in_tree_module(tree);
     let dir = tempdir();
-    let mut errors = 0;
+    let mut refused = 0;
     // Every cut through the ELF header and section table, and some in between.
-    let cuts = (0..128).chain((128..module.len()).step_by(module.len() / 64));
-    for len in cuts {
+    let cuts: Vec<usize> = (0..128)
+        .chain((128..module.len()).step_by(module.len() / 64))
+        .collect();
+    for &len in &cuts {
         let path = dir.join(format!("loop-{len}.ko"));
         std::fs::write(&path, &module[..len]).unwrap();
         match kmod_build::check(&path, tree) {
-            Ok(_) => {}
+            // The loader's own ELF checks refuse it, with its message.
+            Ok(report) => {
+                assert_eq!(
+                    report.verdict,
+                    Verdict::Refused(kmod_build::Errno::ENOEXEC),
+                    "{path}: {report}"
+                );
+                assert!(
+                    report.findings.iter().any(|f| f.check == check::Check::Elf),
+                    "{path}: {report}"
+                );
+                refused += 1;
+            }
             Err(error) => {
-                errors += 1;
                 let message = error.to_string();
                 assert!(message.starts_with(path.as_str()), "{message}");
                 assert_eq!(error.exit_code(), 4, "{message}");
+                refused += 1;
             }
         }
     }
-    assert!(errors >= 128, "only {errors} truncated copies were refused");
+    assert_eq!(refused, cuts.len());
 }
 
 /// `bytes` with every `from` replaced by `to` (same length); there must be one.

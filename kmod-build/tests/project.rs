@@ -34,18 +34,28 @@ fn a_new_project_has_one_module_on_the_local_checkout() {
     assert_eq!(project.target_dir, dir.join("target"));
     let names: Vec<&str> = project.modules.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["my-driver"]);
-    assert_eq!(project.module(None).unwrap().manifest_dir, dir.join("my-driver"));
+    assert_eq!(
+        project.module(None).unwrap().manifest_dir,
+        dir.join("my-driver")
+    );
 
     let read = |file: &str| std::fs::read_to_string(dir.join(file)).unwrap();
     let runtime = format!("{{ path = \"{}/kmod-runtime\" }}", checkout());
-    assert!(read("my-driver/Cargo.toml").contains(&runtime), "{}", read("my-driver/Cargo.toml"));
+    assert!(
+        read("my-driver/Cargo.toml").contains(&runtime),
+        "{}",
+        read("my-driver/Cargo.toml")
+    );
     let source = read("my-driver/src/lib.rs");
     assert!(source.contains("name: \"my_driver\""), "{source}");
     assert!(source.contains("struct MyDriver;"), "{source}");
     assert!(read("xtask/src/main.rs").contains("kmod_build::cli::xtask_main()"));
     assert!(read("xtask/Cargo.toml").contains("features = [\"cli\"]"));
     let toolchain = read("rust-toolchain.toml");
-    assert!(toolchain.contains(&format!("channel = \"{TOOLCHAIN}\"")), "{toolchain}");
+    assert!(
+        toolchain.contains(&format!("channel = \"{TOOLCHAIN}\"")),
+        "{toolchain}"
+    );
     assert!(toolchain.contains(kmod_build::RUST_TARGET), "{toolchain}");
     assert!(read(".cargo/config.toml").contains("xtask = \"run --quiet --package xtask --\""));
     // Nothing but the project: no partial directory beside it.
@@ -57,13 +67,25 @@ fn a_new_project_has_one_module_on_the_local_checkout() {
 fn without_a_checkout_the_dependencies_are_registry_versions() {
     let (_keep, parent) = scratch();
     let dir = parent.join("plain");
-    new_project(&NewOptions { dir: dir.clone(), local: None }, &Human).unwrap();
+    new_project(
+        &NewOptions {
+            dir: dir.clone(),
+            local: None,
+        },
+        &Human,
+    )
+    .unwrap();
     let version = env!("CARGO_PKG_VERSION");
     let module = std::fs::read_to_string(dir.join("plain/Cargo.toml")).unwrap();
-    assert!(module.contains(&format!("kmod-runtime = \"{version}\"")), "{module}");
+    assert!(
+        module.contains(&format!("kmod-runtime = \"{version}\"")),
+        "{module}"
+    );
     let xtask = std::fs::read_to_string(dir.join("xtask/Cargo.toml")).unwrap();
     assert!(
-        xtask.contains(&format!("kmod-build = {{ version = \"{version}\", features = [\"cli\"] }}")),
+        xtask.contains(&format!(
+            "kmod-build = {{ version = \"{version}\", features = [\"cli\"] }}"
+        )),
         "{xtask}"
     );
     assert!(!module.contains("path =") && !xtask.contains("path ="));
@@ -83,7 +105,11 @@ fn bad_targets_are_refused_and_nothing_is_written() {
     };
     refused(taken.clone(), None, "not an empty directory");
     refused(parent.join("Bad Name"), None, "cannot name a module");
-    refused(parent.join("ok"), Some(parent.clone()), "is not a kmod-build checkout");
+    refused(
+        parent.join("ok"),
+        Some(parent.clone()),
+        "is not a kmod-build checkout",
+    );
     let left: Vec<String> = parent
         .read_dir_utf8()
         .unwrap()
@@ -91,7 +117,10 @@ fn bad_targets_are_refused_and_nothing_is_written() {
         .map(|e| e.file_name().to_owned())
         .collect();
     assert_eq!(left, ["taken"]);
-    assert_eq!(std::fs::read_to_string(taken.join("keep.txt")).unwrap(), "mine");
+    assert_eq!(
+        std::fs::read_to_string(taken.join("keep.txt")).unwrap(),
+        "mine"
+    );
 }
 
 #[test]
@@ -115,9 +144,15 @@ fn the_module_must_be_named_when_there_are_several() {
     let names: Vec<&str> = project.modules.iter().map(|m| m.name.as_str()).collect();
     assert_eq!(names, ["one", "two"]);
     let which = project.module(None).unwrap_err().to_string();
-    assert!(which.contains("pass -p <name>") && which.contains("one, two"), "{which}");
+    assert!(
+        which.contains("pass -p <name>") && which.contains("one, two"),
+        "{which}"
+    );
     let unknown = project.module(Some("lib")).unwrap_err();
-    assert!(unknown.to_string().contains("`lib` is not a module crate"), "{unknown}");
+    assert!(
+        unknown.to_string().contains("`lib` is not a module crate"),
+        "{unknown}"
+    );
     assert_eq!(unknown.exit_code(), 1);
     assert_eq!(project.module(Some("two")).unwrap().name, "two");
 }

@@ -5,8 +5,9 @@ use std::process::Command;
 
 use camino::{Utf8Path, Utf8PathBuf};
 use kmod_build::check::{self, Verdict};
+use kmod_build::keyring::{KeySource, Keyring, Trust};
 use kmod_build::signature::{self, Summary, Verified};
-use kmod_build::{KernelTree, ModuleInfo};
+use kmod_build::{Errno, KernelTree, ModuleInfo};
 
 /// An in-tree module of `tree`, uncompressed, under `dir`.
 fn in_tree_module(tree: &KernelTree, dir: &Utf8Path) -> Utf8PathBuf {
@@ -41,7 +42,7 @@ fn in_tree_signatures_read_as_modinfo_reads_them() {
         let dir = tempfile::tempdir().unwrap();
         let module = in_tree_module(&tree, Utf8Path::from_path(dir.path()).unwrap());
         let info = ModuleInfo::read(&module).unwrap();
-        let summary = Summary::of(&info);
+        let summary = Summary::of(info.signature.as_ref());
         let hash = tree
             .config()
             .unwrap()
@@ -54,6 +55,76 @@ fn in_tree_signatures_read_as_modinfo_reads_them() {
         assert_eq!(summary.signer.unwrap(), modinfo("signer", &module));
         assert_eq!(summary.key_id.unwrap(), modinfo("sig_key", &module));
     }
+}
+
+/// The key that signed the distro's modules is the one built into its
+/// image: the in-tree module verifies, with no `E` taint.
+#[test]
+fn in_tree_modules_verify_against_the_kernel_images_own_keys() {
+    for tree in KernelTree::installed() {
+        let dir = tempfile::tempdir().unwrap();
+        let module = in_tree_module(&tree, Utf8Path::from_path(dir.path()).unwrap());
+        let kernel = check::Kernel::load(&tree).unwrap();
+        assert!(
+            kernel.keyring.built_in_unknown.is_none(),
+            "{}: {}",
+            tree.release,
+            kernel.keyring
+        );
+        assert!(kernel
+            .keyring
+            .keys
+            .iter()
+            .all(|key| matches!(&key.source, KeySource::BuiltIn(image) if image.as_str().ends_with(&tree.release))));
+        let report = check::check(&ModuleInfo::read(&module).unwrap(), &kernel);
+        assert!(
+            matches!(&report.trust, Some(Trust::Verified { key }) if key.contains(&modinfo("signer", &module))),
+            "{report}"
+        );
+        assert_eq!(report.verdict, Verdict::Loads, "{report}");
+    }
+}
+
+/// Without an image, a signed module's verdict is not guessed; an unsigned
+/// one's does not depend on keys.
+#[test]
+fn without_the_kernels_keys_the_verdict_says_it_cannot_tell() {
+    let tree = KernelTree::installed().remove(0);
+    let dir = tempfile::tempdir().unwrap();
+    let dir = Utf8Path::from_path(dir.path()).unwrap();
+    let module = in_tree_module(&tree, dir);
+    let config = tree.config().unwrap();
+    let mut kernel = check::Kernel::load(&tree).unwrap();
+    kernel.keyring = Keyring::of_kernel(dir, &tree.release, &config);
+    let looked_for = format!("{dir}/boot/vmlinuz-{}", tree.release);
+    let info = ModuleInfo::read(&module).unwrap();
+    let report = check::check(&info, &kernel);
+    assert!(
+        matches!(&report.verdict, Verdict::Undetermined(why) if why.contains(&looked_for)),
+        "{report}"
+    );
+    let Some(Ok(signature)) = &info.signature else {
+        panic!("{module} is not signed");
+    };
+    let bytes = std::fs::read(&module).unwrap();
+    let unsigned = ModuleInfo::parse(&module, &bytes[..signature.signed_len]).unwrap();
+    let report = check::check(&unsigned, &kernel);
+    assert_eq!(
+        report.verdict,
+        Verdict::LoadsWithTaint("E".into()),
+        "{report}"
+    );
+    kernel.sig_enforce = true;
+    let report = check::check(&unsigned, &kernel);
+    assert_eq!(
+        report.verdict,
+        Verdict::Refused(Errno::EKEYREJECTED),
+        "{report}"
+    );
+    assert!(
+        report.findings[0].kernel_says == "Loading of unsigned module is rejected",
+        "{report}"
+    );
 }
 
 #[test]
@@ -87,15 +158,43 @@ fn a_certificate_that_did_not_sign_is_named_and_refused() {
         .unwrap()
         .status;
     assert!(status.success(), "openssl req");
-    let cert = signature::load_certificate(&cert).unwrap();
+    let cert_path = cert;
+    let cert = signature::load_certificate(&cert_path).unwrap();
     let info = ModuleInfo::read(&module).unwrap();
-    let mut report = check::check(&info, &check::Kernel::load(&tree).unwrap());
-    report.verify_signature(&info, &cert);
+    let mut summary = Summary::of(info.signature.as_ref());
+    summary.verify(info.signature.as_ref(), &cert);
     assert!(
-        matches!(&report.signature.verified, Verified::No(why) if why.contains("not by this certificate")),
+        matches!(&summary.verified, Verified::No(why) if why.contains("not by this certificate")),
+        "{summary}"
+    );
+    // A kernel that trusts only that certificate: ENOKEY, so it loads
+    // tainting E, or refuses it under enforcement.
+    let mut kernel = check::Kernel::load(&tree).unwrap();
+    kernel.keyring = Keyring::empty();
+    kernel.keyring.add(cert.clone(), &cert_path);
+    let report = check::check(&info, &kernel);
+    assert_eq!(report.trust, Some(Trust::UnknownKey), "{report}");
+    assert_eq!(
+        report.verdict,
+        Verdict::LoadsWithTaint("E".into()),
         "{report}"
     );
-    assert_eq!(report.verdict, Verdict::Refused("EKEYREJECTED"));
+    kernel.sig_enforce = true;
+    let report = check::check(&info, &kernel);
+    assert_eq!(
+        report.verdict,
+        Verdict::Refused(Errno::EKEYREJECTED),
+        "{report}"
+    );
+    assert_eq!(
+        report.findings[0].kernel_says,
+        "Loading of module with unavailable key is rejected"
+    );
+    // The kernel's own keys and the certificate: the built-in key verifies.
+    let mut kernel = check::Kernel::load(&tree).unwrap();
+    kernel.keyring.add(cert, &cert_path);
+    let report = check::check(&info, &kernel);
+    assert_eq!(report.verdict, Verdict::Loads, "{report}");
 }
 
 #[test]
@@ -115,7 +214,7 @@ fn an_unparseable_signature_is_refused_with_ebadmsg() {
     bytes[found.signed_len] ^= 0xff;
     let mangled = ModuleInfo::parse(&module, &bytes).unwrap();
     let report = check::check(&mangled, &check::Kernel::load(&tree).unwrap());
-    assert_eq!(report.verdict, Verdict::Refused("EBADMSG"), "{report}");
+    assert_eq!(report.verdict, Verdict::Refused(Errno::EBADMSG), "{report}");
     assert_eq!(report.findings[0].check, check::Check::Signature);
 }
 
@@ -157,12 +256,13 @@ fn ecdsa_signatures_verify() {
         .unwrap();
     assert!(output.status.success(), "{sign_file}: {output:?}");
 
-    let cert = signature::load_certificate(&cert).unwrap();
+    let cert_path = cert;
+    let cert = signature::load_certificate(&cert_path).unwrap();
     let signed = std::fs::read(&module).unwrap();
     let verified = |bytes: &[u8]| {
         let info = ModuleInfo::parse(&module, bytes).unwrap();
-        let mut summary = Summary::of(&info);
-        summary.verify(&info, &cert);
+        let mut summary = Summary::of(info.signature.as_ref());
+        summary.verify(info.signature.as_ref(), &cert);
         summary
     };
     let summary = verified(&signed);
@@ -174,5 +274,23 @@ fn ecdsa_signatures_verify() {
     assert!(
         matches!(&summary.verified, Verified::No(why) if why.contains("does not match")),
         "{summary}"
+    );
+
+    // As `--cert` (a MOK): verified without E; tampered, refused even
+    // unenforced; the kernel's own keys alone do not know the key.
+    let kernel = check::Kernel::load(&tree).unwrap();
+    let mut with_mok = kernel.clone();
+    with_mok.keyring.add(cert, &cert_path);
+    let verdict = |bytes: &[u8], kernel: &check::Kernel| {
+        check::check(&ModuleInfo::parse(&module, bytes).unwrap(), kernel).verdict
+    };
+    assert_eq!(verdict(&signed, &with_mok), Verdict::Loads);
+    assert_eq!(
+        verdict(&tampered, &with_mok),
+        Verdict::Refused(Errno::EKEYREJECTED)
+    );
+    assert_eq!(
+        verdict(&signed, &kernel),
+        Verdict::LoadsWithTaint("E".into())
     );
 }

@@ -112,6 +112,8 @@ pub struct Guest {
     vmlinuz: Utf8PathBuf,
     files: Vec<Utf8PathBuf>,
     timeout: Option<Duration>,
+    /// Appended to the kernel command line (`module.sig_enforce=1`).
+    cmdline: Vec<String>,
 }
 
 /// What a finished guest printed.
@@ -140,7 +142,14 @@ impl Guest {
             vmlinuz: vmlinuz.to_owned(),
             files: Vec::new(),
             timeout: None,
+            cmdline: Vec::new(),
         }
+    }
+
+    /// Boots with `arg` appended to the kernel command line.
+    pub fn kernel_arg(&mut self, arg: &str) -> &mut Self {
+        self.cmdline.push(arg.to_owned());
+        self
     }
 
     /// Adds a host file to the initramfs at `/modules/<file name>` (e.g. a
@@ -173,7 +182,18 @@ impl Guest {
         };
         let initramfs = self.build_initramfs(script)?;
         let accel = select_accel(&qemu, &self.vmlinuz)?;
-        boot(&qemu, &self.vmlinuz, initramfs.path(), accel, timeout)
+        let cmdline = std::iter::once(KERNEL_CMDLINE)
+            .chain(self.cmdline.iter().map(String::as_str))
+            .collect::<Vec<_>>()
+            .join(" ");
+        boot(
+            &qemu,
+            &self.vmlinuz,
+            initramfs.path(),
+            &cmdline,
+            accel,
+            timeout,
+        )
     }
 
     /// Writes the initramfs to a temporary file, deleted when dropped.
@@ -273,6 +293,7 @@ fn boot(
     qemu: &Utf8Path,
     vmlinuz: &Utf8Path,
     initramfs: &std::path::Path,
+    cmdline: &str,
     accel: Accel,
     timeout: Duration,
 ) -> Result<GuestLog> {
@@ -286,7 +307,7 @@ fn boot(
         .arg(vmlinuz)
         .arg("-initrd")
         .arg(initramfs)
-        .args(["-append", KERNEL_CMDLINE])
+        .args(["-append", cmdline])
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -457,6 +478,7 @@ fn probe_kvm(qemu: &Utf8Path, vmlinuz: &Utf8Path) -> (Accel, String) {
                 qemu,
                 vmlinuz,
                 initramfs.path(),
+                KERNEL_CMDLINE,
                 Accel::Kvm,
                 KVM_PROBE_TIMEOUT,
             )

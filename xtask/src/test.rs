@@ -13,9 +13,11 @@ use kmod_build::driver::prerequisites::{self, Need};
 use kmod_build::driver::Human;
 
 mod agreement;
+mod damaged;
 mod examples;
 mod new_project;
 mod ship;
+mod trust;
 use crate::{project_root, status};
 
 #[derive(clap::Args)]
@@ -83,6 +85,30 @@ pub fn run(args: &Args) -> Result<()> {
         };
         results.record(
             format!("boot::check_agrees_with_kernel::{}", tree.release),
+            result,
+        );
+        let result = if own.is_file() {
+            trust::run(&sh, tree, &own)
+        } else {
+            Err(anyhow::anyhow!(
+                "hello.ko was not built for {}",
+                tree.release
+            ))
+        };
+        results.record(
+            format!("boot::check_agrees_on_signatures::{}", tree.release),
+            result,
+        );
+        let result = if own.is_file() {
+            damaged::run(tree, &own)
+        } else {
+            Err(anyhow::anyhow!(
+                "hello.ko was not built for {}",
+                tree.release
+            ))
+        };
+        results.record(
+            format!("boot::check_agrees_on_damaged_modules::{}", tree.release),
             result,
         );
     }

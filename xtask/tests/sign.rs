@@ -21,6 +21,17 @@ fn xtask(args: &[&str]) -> (i32, String) {
     )
 }
 
+/// Exit code and stdout.
+fn xtask_stdout(args: &[&str]) -> (i32, String) {
+    let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
+        .args(args)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    (output.status.code().unwrap_or(-1), stdout)
+}
+
 /// An unsigned copy of an in-tree module (`sign` replaces the distro's
 /// signature anyway) and a fresh key pair, in `dir`.
 fn setup(dir: &Utf8Path) -> Option<(KernelTree, Utf8PathBuf, Utf8PathBuf, Utf8PathBuf)> {
@@ -103,15 +114,41 @@ fn sign_with_good_and_bad_inputs() {
         "{stderr}"
     );
     let release = tree.release.as_str();
-    let (code, stderr) = xtask(&[
-        "check-module",
-        module.as_str(),
-        "--kernel",
-        release,
-        "--cert",
-        cert.as_str(),
-    ]);
-    assert_eq!(code, 0, "{stderr}");
+    let check = ["check-module", module.as_str(), "--kernel", release];
+    // The certificate as an enrolled MOK: verified, even under enforcement,
+    // and the JSON names the keys used.
+    let (code, stdout) = xtask_stdout(
+        &[
+            &check[..],
+            &["--cert", cert.as_str(), "--sig-enforce", "--json"],
+        ]
+        .concat(),
+    );
+    assert_eq!(code, 0, "{stdout}");
+    let reports: serde_json::Value = serde_json::from_str(&stdout).unwrap();
+    let report = &reports[0];
+    assert_eq!(report["trust"]["result"], "verified", "{report}");
+    assert_eq!(report["sig_enforced"], true, "{report}");
+    let keys = report["keyring"]["keys"].as_array().unwrap();
+    assert!(
+        keys.iter()
+            .any(|key| key["source"]["added"] == cert.as_str()),
+        "{report}"
+    );
+    assert!(
+        keys.iter().any(|key| key["source"]["built-in"]
+            .as_str()
+            .is_some_and(|image| image.ends_with(release))),
+        "{report}"
+    );
+    // Without it the kernel has no such key: E unenforced, refused enforced.
+    let (code, stdout) = xtask_stdout(&check);
+    assert_eq!(code, 0, "{stdout}");
+    // An in-tree module: no O.
+    assert!(stdout.contains("tainting the kernel (E)"), "{stdout}");
+    let (code, stdout) = xtask_stdout(&[&check[..], &["--sig-enforce"]].concat());
+    assert_eq!(code, 4, "{stdout}");
+    assert!(stdout.contains("(EKEYREJECTED)"), "{stdout}");
 }
 
 /// Builds into the workspace's `target/kmod/<release>` (warm after the
@@ -135,6 +172,11 @@ fn build_module_signs_what_it_builds() {
 
     let (code, stderr) = xtask(&[&args[..], &["--key", key, "--cert", cert]].concat());
     assert_eq!(code, 0, "{stderr}");
+    // A fresh key is not one the kernel trusts.
+    assert!(
+        stderr.contains(&format!("mokutil --import {cert}")),
+        "{stderr}"
+    );
     let signed = stderr
         .lines()
         .find_map(|line| line.trim_start().strip_prefix("Signed "))
@@ -146,9 +188,9 @@ fn build_module_signs_what_it_builds() {
         "{signed}"
     );
     let info = kmod_build::ModuleInfo::read(ko).unwrap();
-    let mut summary = kmod_build::signature::Summary::of(&info);
+    let mut summary = kmod_build::signature::Summary::of(info.signature.as_ref());
     summary.verify(
-        &info,
+        info.signature.as_ref(),
         &kmod_build::signature::load_certificate(Utf8Path::new(cert)).unwrap(),
     );
     assert_eq!(

@@ -16,11 +16,14 @@ pub struct Args {
     /// Default: as for build.
     #[arg(long = "kernel", value_name = "RELEASE|PATH")]
     kernels: Vec<String>,
-    /// Verify the module's signature against this certificate (DER or PEM),
-    /// taken as one the kernel trusts: a signature it did not make is
-    /// reported invalid, and the module refused (EKEYREJECTED).
+    /// A certificate (DER or PEM) the kernel trusts besides the keys built
+    /// into its image (an enrolled MOK); repeat for several.
     #[arg(long, value_name = "CERT")]
-    cert: Option<Utf8PathBuf>,
+    cert: Vec<Utf8PathBuf>,
+    /// Predict a kernel that enforces signatures (booted with
+    /// `module.sig_enforce=1`); `CONFIG_MODULE_SIG_FORCE` trees always do.
+    #[arg(long)]
+    sig_enforce: bool,
     /// Print the reports as a JSON array.
     #[arg(long)]
     json: bool,
@@ -29,19 +32,20 @@ pub struct Args {
 impl Args {
     pub fn run(self, global: &Global) -> Result<()> {
         let info = ModuleInfo::read(&self.module)?;
-        let cert = self
+        let certs = self
             .cert
-            .as_deref()
-            .map(crate::signature::load_certificate)
-            .transpose()?;
+            .iter()
+            .map(|path| Ok((crate::signature::load_certificate(path)?, path)))
+            .collect::<Result<Vec<_>>>()?;
         let reports = select::trees(&self.kernels, global.reporter())?
             .iter()
             .map(|tree| {
-                let mut report = check::check(&info, &Kernel::load(tree)?);
-                if let Some(cert) = &cert {
-                    report.verify_signature(&info, cert);
+                let mut kernel = Kernel::load(tree)?;
+                for (cert, path) in &certs {
+                    kernel.keyring.add(cert.clone(), path);
                 }
-                Ok(report)
+                kernel.sig_enforce |= self.sig_enforce;
+                Ok(check::check(&info, &kernel))
             })
             .collect::<Result<Vec<_>>>()?;
         if self.json {
@@ -58,6 +62,10 @@ impl Args {
             .iter()
             .filter_map(|r| match r.verdict {
                 Verdict::Refused(errno) => Some(format!("{} ({errno})", r.release)),
+                Verdict::WouldCrash(_) => Some(format!(
+                    "{} (kmod-build: the loader would crash)",
+                    r.release
+                )),
                 _ => None,
             })
             .collect();

@@ -168,6 +168,7 @@ fn build_in_parallel<'a>(
                             remove_if_exists(&ko)?;
                             return Err(error);
                         }
+                        sign::warn_if_untrusted(tree, &ko, &pair.cert, reporter)?;
                     }
                     Ok(ko)
                 };
@@ -278,7 +279,8 @@ pub fn build_for(
         ),
     );
     let report = check::check(&ModuleInfo::read(&linked.ko)?, &kernel);
-    let reason = if let check::Verdict::Refused(_) = report.verdict {
+    let reason = if let check::Verdict::Refused(_) | check::Verdict::WouldCrash(_) = report.verdict
+    {
         Some("the kernel would refuse it")
     } else if report
         .findings

@@ -361,7 +361,10 @@ mod tests {
 
     #[test]
     fn the_common_ancestor_of_directories() {
-        let dirs: Vec<Utf8PathBuf> = ["/a/b/c", "/a/b/d/e", "/a/b"].iter().map(Into::into).collect();
+        let dirs: Vec<Utf8PathBuf> = ["/a/b/c", "/a/b/d/e", "/a/b"]
+            .iter()
+            .map(Into::into)
+            .collect();
         assert_eq!(common_ancestor(dirs.iter()), "/a/b");
         let apart: Vec<Utf8PathBuf> = ["/tmp/p/m", "/work/k"].iter().map(Into::into).collect();
         assert_eq!(common_ancestor(apart.iter()), "/");
@@ -380,7 +383,13 @@ mod tests {
         let text = workspace_manifest(&path, &["a".to_owned()]).unwrap();
         let document: toml_edit::DocumentMut = text.parse().unwrap();
         let members = document["workspace"]["members"].as_array().unwrap();
-        assert_eq!(members.iter().filter_map(|m| m.as_str()).collect::<Vec<_>>(), ["a"]);
+        assert_eq!(
+            members
+                .iter()
+                .filter_map(|m| m.as_str())
+                .collect::<Vec<_>>(),
+            ["a"]
+        );
         assert!(document["workspace"].get("default-members").is_none());
         assert!(text.contains("edition = \"2021\" # kept"), "{text}");
     }

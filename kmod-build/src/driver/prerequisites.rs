@@ -145,7 +145,8 @@ mod tests {
         let text = error.to_string();
         assert!(text.contains("a thing, another"), "{text}");
         assert!(
-            text.contains("apt-get update && ") && text.contains("apt-get install other-pkg thing-pkg"),
+            text.contains("apt-get update && ")
+                && text.contains("apt-get install other-pkg thing-pkg"),
             "{text}"
         );
         assert!(!text.contains("present-pkg"), "{text}");

@@ -8,6 +8,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use super::report::Reporter;
 use crate::error::{Error, Result};
+use crate::keyring::Trust;
 use crate::modinfo::ModuleInfo;
 use crate::signature;
 use crate::tree::KernelTree;
@@ -130,8 +131,8 @@ pub fn sign(
     std::fs::write(&partial, unsigned).map_err(|e| Error::io(&partial, e))?;
     let signed = run_sign_file(&sign_file, hash, pair, &partial).and_then(|()| {
         let signed = ModuleInfo::read(&partial)?;
-        let mut summary = signature::Summary::of(&signed);
-        summary.verify(&signed, &cert);
+        let mut summary = signature::Summary::of(signed.signature.as_ref());
+        summary.verify(signed.signature.as_ref(), &cert);
         match summary.verified {
             signature::Verified::Yes => Ok(summary),
             _ => Err(Error::BadInput {
@@ -150,6 +151,31 @@ pub fn sign(
     std::fs::rename(&partial, output).map_err(|e| Error::io(output, e))?;
     reporter.status("Signed", &format!("{output}: {summary}"));
     Ok(summary)
+}
+
+/// Warns when `tree`'s kernel does not trust the key that signed `module`:
+/// it will taint the kernel `E`, or be refused where signatures are
+/// enforced, until the certificate is enrolled as a MOK.
+pub fn warn_if_untrusted(
+    tree: &KernelTree,
+    module: &Utf8Path,
+    cert: &Utf8Path,
+    reporter: &dyn Reporter,
+) -> Result<()> {
+    let kernel = crate::check::Kernel::load(tree)?;
+    let report = crate::check::check(&ModuleInfo::read(module)?, &kernel);
+    let why = match &report.trust {
+        Some(Trust::Verified { .. }) | None => return Ok(()),
+        Some(Trust::UnknownKey) => format!("{} does not trust this key", tree.release),
+        Some(trust) => format!("whether {} trusts it is unknown: {trust}", tree.release),
+    };
+    reporter.warning(&format!(
+        "{module} is signed with {cert}, but {why}: the module will taint the kernel (E), \
+         and be refused where signatures are enforced (module.sig_enforce=1, Secure Boot \
+         lockdown); to trust it, enroll the certificate as a MOK: sudo mokutil --import {cert} \
+         and reboot"
+    ));
+    Ok(())
 }
 
 /// The installed tree a module was built for, from its vermagic.

@@ -5,7 +5,7 @@
 use anyhow::{bail, ensure, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 use kmod_build::check::{self, Kernel, Verdict};
-use kmod_build::{KernelTree, ModuleInfo};
+use kmod_build::{Errno, KernelTree, ModuleInfo};
 use object::{Object, ObjectSection};
 use xshell::{cmd, Shell};
 
@@ -42,17 +42,17 @@ pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path, others: &[Utf8PathBu
 
     // Each copy with the errno the loader must refuse it with (`None`:
     // loads), so a copy that breaks nothing cannot agree by accident.
-    let mut copies: Vec<(&str, Option<&str>, Vec<u8>)> = vec![
+    let mut copies: Vec<(&str, Option<Errno>, Vec<u8>)> = vec![
         ("hello", None, hello_bytes.clone()),
         ("cimports", None, cimports_bytes.clone()),
         (
             "crc-flipped",
-            Some("EINVAL"),
+            Some(Errno::EINVAL),
             flip_crc(hello, &hello_bytes, "_printk")?,
         ),
         (
             "vermagic-flags",
-            Some("ENOEXEC"),
+            Some(Errno::ENOEXEC),
             replace(&hello_bytes, b" SMP ", b" smp ")?,
         ),
         // same_magic() skips the release when the module has CRCs.
@@ -67,23 +67,23 @@ pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path, others: &[Utf8PathBu
         ),
         (
             "unresolved",
-            Some("ENOENT"),
+            Some(Errno::ENOENT),
             replace(&hello_bytes, b"\0_printk\0", b"\0_printX\0")?,
         ),
-        ("gotpcrel", Some("ENOEXEC"), gotpcrel(&hello_bytes)?),
+        ("gotpcrel", Some(Errno::ENOEXEC), gotpcrel(&hello_bytes)?),
         (
             "gpl-only-non-gpl",
-            Some("ENOENT"),
+            Some(Errno::ENOENT),
             replace(&cimports_bytes, b"license=GPL\0", b"license=MIT\0")?,
         ),
         (
             "namespace-not-imported",
-            Some("EINVAL"),
+            Some(Errno::EINVAL),
             replace(&cimports_bytes, b"import_ns=", b"import_nX=")?,
         ),
     ];
     for other in others {
-        copies.push(("other-kernel", Some("ENOEXEC"), read(other)?));
+        copies.push(("other-kernel", Some(Errno::ENOEXEC), read(other)?));
     }
 
     let kernel = Kernel::load(tree)?;
@@ -95,7 +95,10 @@ pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path, others: &[Utf8PathBu
         let report = check::check(&ModuleInfo::parse(&ko, &bytes)?, &kernel);
         let refused = match report.verdict {
             Verdict::Refused(errno) => Some(errno),
-            Verdict::Loads | Verdict::LoadsWithTaint(_) => None,
+            Verdict::Loads
+            | Verdict::LoadsWithTaint(_)
+            | Verdict::Undetermined(_)
+            | Verdict::WouldCrash(_) => None,
         };
         ensure!(
             refused == expected,
@@ -134,8 +137,11 @@ pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path, others: &[Utf8PathBu
         let rc = log.expect_section(&case.name)?.rc;
         let kernel_log = log.expect_section(&format!("{}-log", case.name))?.output;
         let expected_rc = match case.verdict {
-            Verdict::Refused(errno) => errno_number(errno)?,
+            Verdict::Refused(errno) => errno.number(),
             Verdict::Loads | Verdict::LoadsWithTaint(_) => 0,
+            Verdict::Undetermined(ref why) | Verdict::WouldCrash(ref why) => {
+                bail!("{}: no errno to compare: {why}", case.name)
+            }
         };
         let said = case
             .kernel_says
@@ -175,16 +181,6 @@ fn build_cimports(sh: &Shell, tree: &KernelTree, work: &Utf8Path) -> Result<Utf8
         .ignore_stdout()
         .run()?;
     Ok(dir.join("cimports.ko"))
-}
-
-/// `busybox insmod` exits with the errno of `init_module(2)`.
-fn errno_number(errno: &str) -> Result<i32> {
-    Ok(match errno {
-        "ENOENT" => 2,
-        "ENOEXEC" => 8,
-        "EINVAL" => 22,
-        other => bail!("no errno number for {other}"),
-    })
 }
 
 fn read(path: &Utf8Path) -> Result<Vec<u8>> {

@@ -4,8 +4,9 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
+use kmod_build::keyring::Trust;
 use kmod_build::signature::{self, Verified};
-use kmod_build::{check, KernelTree, ModuleInfo};
+use kmod_build::{check, Errno, KernelTree, ModuleInfo};
 use xshell::{cmd, Shell};
 
 use super::{ensure_clean, Results};
@@ -17,9 +18,6 @@ use kmod_build::driver::sign::{self, SigningKey};
 use kmod_build::driver::Human;
 
 const KEY_NAME: &str = "kmod-build test signing key";
-
-/// What `init_module(2)` fails with for a malformed signature.
-const EBADMSG: i32 = 74;
 
 /// `sizeof(struct module_signature)`, between the PKCS#7 and the marker.
 const SIGNATURE_INFO_LEN: usize = 12;
@@ -72,8 +70,8 @@ fn signed_hello(
 
     let cert = signature::load_certificate(cert_path)?;
     let info = ModuleInfo::read(&signed)?;
-    let mut summary = signature::Summary::of(&info);
-    summary.verify(&info, &cert);
+    let mut summary = signature::Summary::of(info.signature.as_ref());
+    summary.verify(info.signature.as_ref(), &cert);
     let hash = tree
         .config()?
         .get("CONFIG_MODULE_SIG_HASH")
@@ -100,11 +98,13 @@ fn signed_hello(
     bytes[10] ^= 0xff;
     std::fs::write(&tampered, &bytes).with_context(|| format!("writing {tampered}"))?;
     let tampered_info = ModuleInfo::read(&tampered)?;
-    let mut report = check::check(&tampered_info, &check::Kernel::load(tree)?);
-    report.verify_signature(&tampered_info, &cert);
+    // With the certificate trusted (an enrolled MOK), as the kernel would.
+    let mut kernel = check::Kernel::load(tree)?;
+    kernel.keyring.add(cert.clone(), cert_path);
+    let report = check::check(&tampered_info, &kernel);
     ensure!(
-        matches!(&report.signature.verified, Verified::No(why) if why.contains("does not match"))
-            && report.verdict == check::Verdict::Refused("EKEYREJECTED"),
+        matches!(&report.trust, Some(Trust::Rejected { why }) if why.contains("does not match"))
+            && report.verdict == check::Verdict::Refused(Errno::EKEYREJECTED),
         "the tampered copy was not reported invalid:\n{report}"
     );
     ensure!(
@@ -125,11 +125,16 @@ fn signed_hello(
     std::fs::write(&mangled, &bytes).with_context(|| format!("writing {mangled}"))?;
     let report = check::check(&ModuleInfo::read(&mangled)?, &check::Kernel::load(tree)?);
     ensure!(
-        report.verdict == check::Verdict::Refused("EBADMSG"),
+        report.verdict == check::Verdict::Refused(Errno::EBADMSG),
         "check of a mangled signature:\n{report}"
     );
 
-    boot(tree, &signed, "hello-signed.ko", Some((&mangled, EBADMSG)))
+    boot(
+        tree,
+        &signed,
+        "hello-signed.ko",
+        Some((&mangled, Errno::EBADMSG.number())),
+    )
 }
 
 /// The independent cross-check: OpenSSL verifies the detached PKCS#7
