@@ -21,6 +21,7 @@ pub mod check;
 mod config;
 pub mod doctor;
 mod error;
+pub mod fetch;
 pub mod kbuild;
 pub mod mitigations;
 mod modinfo;
@@ -39,7 +40,7 @@ pub use module::{check_libclang, check_libclang_remembered, Module, SHIM_FILE};
 pub use rustflags::RustFlags;
 pub use signature::Signature;
 pub use symvers::{Export, ExportKind, Symvers};
-pub use tree::{no_tree_error, Compiler, KernelTree, Layout, SYSROOT_ENV};
+pub use tree::{no_tree_error, Compiler, KernelTree, Layout, Origin, SYSROOT_ENV};
 
 /// Reads the `.ko` (or `.ko.xz`) at `ko` and checks it as `tree`'s kernel
 /// would load it. For many modules against one tree, load a

@@ -129,6 +129,32 @@ impl Compiler {
     }
 }
 
+/// Where a tree came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Origin {
+    /// Installed into the system (or the `KMOD_BUILD_SYSROOT`) by its
+    /// package manager.
+    Installed,
+    /// Downloaded and unpacked into the per-user cache by
+    /// [`crate::fetch::fetch`].
+    Fetched,
+}
+
+impl Origin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Installed => "installed",
+            Origin::Fetched => "fetched",
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// A kernel-devel tree: the directory `make -C` is pointed at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KernelTree {
@@ -191,10 +217,44 @@ impl KernelTree {
         })
     }
 
-    /// Every tree installed on this machine (under `KMOD_BUILD_SYSROOT` if
-    /// set), by release; see [`KernelTree::installed_under`].
+    /// Every tree on this machine, by release: installed ones (see
+    /// [`KernelTree::installed_under`]) and fetched ones
+    /// ([`crate::fetch::fetched_trees`]), a release that is both counted
+    /// once, as installed. With `KMOD_BUILD_SYSROOT` set, only what is
+    /// installed there.
     pub fn installed() -> Vec<KernelTree> {
-        KernelTree::installed_under(&sysroot())
+        let mut trees = KernelTree::installed_under(&sysroot());
+        if std::env::var_os(SYSROOT_ENV).is_none_or(|root| root.is_empty()) {
+            for fetched in crate::fetch::fetched_trees() {
+                if !trees.iter().any(|tree| tree.release == fetched.release) {
+                    trees.push(fetched);
+                }
+            }
+            trees.sort_by(|a, b| {
+                (version_key(&a.release), &a.release).cmp(&(version_key(&b.release), &b.release))
+            });
+        }
+        trees
+    }
+
+    /// Whether the package manager installed this tree or `fetch` did.
+    pub fn origin(&self) -> Origin {
+        let fetched = crate::fetch::kernels_dir();
+        let canonical = fetched
+            .canonicalize_utf8()
+            .unwrap_or_else(|_| fetched.clone());
+        if self.sysroot.starts_with(&fetched) || self.sysroot.starts_with(&canonical) {
+            Origin::Fetched
+        } else {
+            Origin::Installed
+        }
+    }
+
+    /// The bootable image of this tree's kernel: `/boot/vmlinuz-<release>`
+    /// in its sysroot (the unpacked `linux-image` of a fetched one). It may
+    /// not exist: an installed tree's image is another package.
+    pub fn image(&self) -> Utf8PathBuf {
+        in_root(&self.sysroot, &format!("/boot/vmlinuz-{}", self.release))
     }
 
     /// Every tree under `root` wherever a distro puts them, each once (a
@@ -678,7 +738,7 @@ fn read_release(tree: &Utf8Path) -> Result<String> {
 }
 
 /// Leading `major.minor.patch` of a release string; missing parts are 0.
-fn version_key(release: &str) -> (u32, u32, u32) {
+pub(crate) fn version_key(release: &str) -> (u32, u32, u32) {
     let mut parts = release
         .split(|c: char| !c.is_ascii_digit())
         .take(3)

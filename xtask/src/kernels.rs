@@ -5,15 +5,37 @@ use kmod_build::mitigations::Mitigations;
 use kmod_build::{doctor, KernelTree};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// One JSON object per tree (release, path, arch, image, origin).
+    #[arg(long)]
+    json: bool,
+}
 
-pub fn run(_args: &Args) -> Result<()> {
+pub fn run(args: &Args) -> Result<()> {
     let trees = KernelTree::installed();
     if trees.is_empty() {
         return Err(kmod_build::no_tree_error().into());
     }
+    if args.json {
+        let list: Vec<serde_json::Value> = trees
+            .iter()
+            .map(|tree| {
+                let image = tree.image();
+                serde_json::json!({
+                    "release": tree.release,
+                    "path": tree.path,
+                    "arch": tree.arch,
+                    "image": image.is_file().then_some(image),
+                    "origin": tree.origin().name(),
+                })
+            })
+            .collect();
+        println!("{}", serde_json::to_string_pretty(&list)?);
+        return Ok(());
+    }
     let header = [
         "RELEASE",
+        "ORIGIN",
         "PATH",
         "LAYOUT",
         "COMPILER",
@@ -21,7 +43,7 @@ pub fn run(_args: &Args) -> Result<()> {
         "MITIGATIONS",
         "USABLE",
     ];
-    let rows: Vec<[String; 7]> = trees.iter().map(row).collect();
+    let rows: Vec<[String; 8]> = trees.iter().map(row).collect();
     let widths: Vec<usize> = (0..header.len())
         .map(|column| {
             rows.iter()
@@ -46,7 +68,7 @@ pub fn run(_args: &Args) -> Result<()> {
     Ok(())
 }
 
-fn row(tree: &KernelTree) -> [String; 7] {
+fn row(tree: &KernelTree) -> [String; 8] {
     let config = tree.config().ok();
     let yes_no = |yes: bool| if yes { "yes" } else { "no" }.to_owned();
     let modversions = config
@@ -86,6 +108,7 @@ fn row(tree: &KernelTree) -> [String; 7] {
     };
     [
         tree.release.clone(),
+        tree.origin().to_string(),
         tree.path.to_string(),
         tree.layout.to_string(),
         compiler,

@@ -5,6 +5,7 @@ mod build_module;
 mod check_module;
 mod dkms;
 mod doctor;
+mod fetch;
 mod fuzz;
 mod gen_key;
 mod kernels;
@@ -41,6 +42,8 @@ enum Command {
     Kernels(kernels::Args),
     /// Check that a tree can build and link a module; name what is missing and what provides it.
     Doctor(doctor::Args),
+    /// Download and unpack kernels not installed here (Debian's packages), or `--list` them.
+    Fetch(fetch::Args),
     /// Fuzz the parsers of Module.symvers, configs and .ko files (cargo-fuzz).
     Fuzz(fuzz::Args),
     /// Sign a module with the tree's sign-file and CONFIG_MODULE_SIG_HASH.
@@ -62,6 +65,7 @@ fn main() -> ExitCode {
         Command::CheckModule(args) => check_module::run(&args),
         Command::Kernels(args) => kernels::run(&args),
         Command::Doctor(args) => doctor::run(&args),
+        Command::Fetch(args) => fetch::run(&args),
         Command::Fuzz(args) => fuzz::run(&args),
         Command::Sign(args) => sign::run(&args),
         Command::GenKey(args) => gen_key::run(&args),
