@@ -1,6 +1,9 @@
 //! Offline checks of a `.ko` against a kernel, in the order and with the
 //! messages of the kernel's loader (`kernel/module/main.c`, `version.c`).
 
+mod arch;
+pub use arch::mitigation_scan_note;
+
 use std::fmt;
 
 use camino::Utf8PathBuf;
@@ -145,8 +148,8 @@ pub fn check(module: &ModuleInfo, kernel: &Kernel) -> Report {
         .chain(vermagic_matches(module, &kernel.release, &kernel.config))
         .chain(retpoline(module, &kernel.config))
         .chain(symbols(module, kernel))
-        .chain(relocations(module))
-        .chain(mitigations(module, &kernel.config))
+        .chain(arch::relocations(module, &kernel.config))
+        .chain(arch::mitigations(module, &kernel.config))
         .collect();
     let verdict = match findings.iter().find_map(|f| f.errno) {
         Some(errno) => Verdict::Refused(errno),
@@ -361,6 +364,7 @@ pub fn vermagic(release: &str, config: &Config) -> String {
     if config.is_y("CONFIG_MODVERSIONS") {
         magic.push_str("modversions ");
     }
+    magic.push_str(arch::vermagic_suffix(config));
     magic
 }
 

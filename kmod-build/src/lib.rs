@@ -40,7 +40,9 @@ pub use module::{check_libclang, check_libclang_remembered, Module, SHIM_FILE};
 pub use rustflags::RustFlags;
 pub use signature::Signature;
 pub use symvers::{Export, ExportKind, Symvers};
-pub use tree::{no_tree_error, Compiler, KernelTree, Layout, Origin, SYSROOT_ENV};
+pub use tree::{
+    host_arch, no_tree_error, Compiler, Cross, KernelTree, Layout, Origin, SYSROOT_ENV,
+};
 
 /// Reads the `.ko` (or `.ko.xz`) at `ko` and checks it as `tree`'s kernel
 /// would load it. For many modules against one tree, load a
@@ -51,9 +53,6 @@ pub fn check(ko: &camino::Utf8Path, tree: &KernelTree) -> Result<check::Report> 
         &check::Kernel::load(tree)?,
     ))
 }
-
-/// The Rust target every module is compiled for.
-pub const RUST_TARGET: &str = "x86_64-unknown-none";
 
 /// Environment variable through which the driver tells a module's build
 /// script which tree to build against (a path to the tree).

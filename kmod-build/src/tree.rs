@@ -115,17 +115,66 @@ pub struct Compiler {
     /// `CONFIG_CC_VERSION_TEXT`, e.g. `gcc-12 (Debian 12.2.0-14) 12.2.0`.
     pub version_text: Option<String>,
     pub is_clang: bool,
+    /// For a tree of another architecture than this machine's: Kbuild's
+    /// `ARCH` and the `CROSS_COMPILE` prefix of its tools.
+    pub cross: Option<Cross>,
+}
+
+/// What Kbuild needs to build for another architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cross {
+    /// Kbuild's `ARCH`, e.g. `arm64`.
+    pub arch: String,
+    /// e.g. `aarch64-linux-gnu-` (Debian's cross toolchains).
+    pub prefix: String,
 }
 
 impl Compiler {
     /// Extra `make` arguments: clang-built kernels need `LLVM=1` or Kbuild
-    /// falls back to gcc and rejects the config.
+    /// falls back to gcc and rejects the config; a cross build names the
+    /// architecture and the cross tools.
     pub fn make_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
         if self.is_clang {
-            vec!["LLVM=1".to_owned()]
-        } else {
-            Vec::new()
+            args.push("LLVM=1".to_owned());
         }
+        if let Some(cross) = &self.cross {
+            args.push(format!("ARCH={}", cross.arch));
+            args.push(format!("CROSS_COMPILE={}", cross.prefix));
+        }
+        args
+    }
+}
+
+/// Kbuild's `SRCARCH` of the machine this runs on.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" | "x86" => "x86",
+        "aarch64" => "arm64",
+        "powerpc64" => "powerpc",
+        "riscv64" => "riscv",
+        "loongarch64" => "loongarch",
+        other => other,
+    }
+}
+
+/// The Rust target, clang target and GNU triplet (Debian's cross tool
+/// prefix) of a kernel architecture this project builds for.
+pub(crate) fn arch_targets(arch: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    match arch {
+        "x86" => Some((
+            "x86_64-unknown-none",
+            "x86_64-linux-gnu",
+            "x86_64-linux-gnu",
+        )),
+        // What arch/arm64/Makefile gives its own Rust (rustc >= 1.85): no
+        // FP/SIMD registers, like the C's -mgeneral-regs-only.
+        "arm64" => Some((
+            "aarch64-unknown-none-softfloat",
+            "aarch64-linux-gnu",
+            "aarch64-linux-gnu",
+        )),
+        _ => None,
     }
 }
 
@@ -343,6 +392,31 @@ impl KernelTree {
         }
     }
 
+    /// The Rust target modules for this tree are compiled for. Only
+    /// architectures [`arch_targets`] knows are built for (the doctor
+    /// refuses the others); they get x86_64's name, never used.
+    pub fn rust_target(&self) -> &'static str {
+        arch_targets(&self.arch).map_or("x86_64-unknown-none", |(rust, _, _)| rust)
+    }
+
+    /// `--target` for libclang (bindgen) reading this tree's headers.
+    pub fn clang_target(&self) -> &'static str {
+        arch_targets(&self.arch).map_or("x86_64-linux-gnu", |(_, clang, _)| clang)
+    }
+
+    /// How Kbuild cross-builds for this tree, if its architecture is not
+    /// this machine's.
+    pub fn cross(&self) -> Option<Cross> {
+        if self.arch == host_arch() {
+            return None;
+        }
+        let (_, _, triplet) = arch_targets(&self.arch)?;
+        Some(Cross {
+            arch: self.arch.clone(),
+            prefix: format!("{triplet}-"),
+        })
+    }
+
     /// `(major, minor, patch)` from the release, e.g. `6.12.117+deb12-amd64`.
     pub fn version(&self) -> (u32, u32, u32) {
         version_key(&self.release)
@@ -417,17 +491,28 @@ impl KernelTree {
             let first = version_text.as_deref()?.split_whitespace().next()?;
             first.contains("gcc").then(|| first.to_owned())
         };
+        let cross = self.cross();
         let command = if is_clang {
             "clang".to_owned()
         } else {
-            debian_compiler(&self.path)
+            let gcc = debian_compiler(&self.path)
                 .or_else(from_version_text)
-                .unwrap_or_else(|| "gcc".to_owned())
+                .unwrap_or_else(|| "gcc".to_owned());
+            // `$(CROSS_COMPILE)gcc-12` with the prefix set only for Debian's
+            // own cross builds (6.1), or a bare `gcc` from the version text.
+            match &cross {
+                Some(cross) if !gcc.starts_with(&cross.prefix) => {
+                    let bare = gcc.find("gcc").map_or(gcc.as_str(), |at| &gcc[at..]);
+                    format!("{}{bare}", cross.prefix)
+                }
+                _ => gcc,
+            }
         };
         Compiler {
             command,
             version_text,
             is_clang,
+            cross,
         }
     }
 

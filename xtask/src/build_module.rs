@@ -356,7 +356,7 @@ impl ModuleCrate {
         let out = self.output_dir(tree);
         let dep_info = out.join(format!(
             "cargo/{}/kmod/lib{}.d",
-            kmod_build::RUST_TARGET,
+            tree.rust_target(),
             self.name.replace('-', "_")
         ));
         Fingerprint {
@@ -464,7 +464,7 @@ pub fn build(sh: &Shell, crate_: &ModuleCrate, tree: &KernelTree) -> Result<Utf8
     let shims = compile(sh, crate_, tree, &RustFlags::for_config(&kernel.config))?;
     let staticlib = out.join(format!(
         "cargo/{}/kmod/lib{}.a",
-        kmod_build::RUST_TARGET,
+        tree.rust_target(),
         name.replace('-', "_")
     ));
 
@@ -529,7 +529,7 @@ fn compile(
     let cache = crate_.cache_dir();
     let sysroot = sysroot::ensure(sh, flags, &crate_.target_dir.join("kmod"))?;
     let encoded = format!("{}\x1f--sysroot={sysroot}", flags.encoded());
-    let (name, target) = (&crate_.name, kmod_build::RUST_TARGET);
+    let (name, target) = (&crate_.name, flags.target);
     let messages = cmd!(sh, "cargo build --quiet --message-format=json-render-diagnostics --manifest-path {manifest} -p {name} --profile kmod --target {target} --target-dir {target_dir}")
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_ENCODED_RUSTFLAGS", encoded)

@@ -32,16 +32,22 @@ pub fn run(args: &Args) -> Result<()> {
         .as_deref()
         .map(kmod_build::signature::load_certificate)
         .transpose()?;
+    let mut notes = std::collections::BTreeSet::new();
     let reports = select_trees(&args.kernels)?
         .iter()
         .map(|tree| {
-            let mut report = check::check(&info, &Kernel::load(tree)?);
+            let kernel = Kernel::load(tree)?;
+            notes.extend(check::mitigation_scan_note(&kernel.config));
+            let mut report = check::check(&info, &kernel);
             if let Some(cert) = &cert {
                 report.verify_signature(&info, cert);
             }
             Ok(report)
         })
         .collect::<Result<Vec<_>>>()?;
+    for note in notes {
+        crate::status::step("Note", note);
+    }
     if args.json {
         println!("{}", serde_json::to_string_pretty(&reports)?);
     } else {

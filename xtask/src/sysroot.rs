@@ -13,7 +13,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
-use kmod_build::{RustFlags, RUST_TARGET};
+use kmod_build::RustFlags;
 use xshell::{cmd, Shell};
 
 use crate::project_root;
@@ -29,9 +29,9 @@ pub fn ensure(sh: &Shell, flags: &RustFlags, kmod_dir: &Utf8Path) -> Result<Utf8
     let _dir = sh.push_dir(project_root());
     let toolchain = cmd!(sh, "rustc -vV").read().context("running rustc -vV")?;
     let mut hasher = DefaultHasher::new();
-    (&toolchain, flags.encoded(), &profile).hash(&mut hasher);
+    (&toolchain, flags.target, flags.encoded(), &profile).hash(&mut hasher);
     let sysroot = kmod_dir.join(format!("sysroot/{:016x}", hasher.finish()));
-    let lib = sysroot.join("lib/rustlib").join(RUST_TARGET).join("lib");
+    let lib = sysroot.join("lib/rustlib").join(flags.target).join("lib");
     if lib.join(COMPLETE).is_file() {
         return Ok(sysroot);
     }
@@ -85,14 +85,15 @@ fn build(
          fn panic(_: &core::panic::PanicInfo) -> ! {\n    loop {}\n}\n",
     )?;
     let target_dir = build_dir.join("cargo");
-    cmd!(sh, "cargo build --quiet --manifest-path {manifest} --profile kmod --target {RUST_TARGET} -Zbuild-std=core,alloc,compiler_builtins --target-dir {target_dir}")
+    let target = flags.target;
+    cmd!(sh, "cargo build --quiet --manifest-path {manifest} --profile kmod --target {target} -Zbuild-std=core,alloc,compiler_builtins --target-dir {target_dir}")
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_ENCODED_RUSTFLAGS", flags.encoded())
         .env_remove("RUSTFLAGS")
         .quiet()
         .run()
         .context("compiling core and alloc")?;
-    let deps = target_dir.join(RUST_TARGET).join("kmod/deps");
+    let deps = target_dir.join(target).join("kmod/deps");
     let mut rlibs = Vec::new();
     for entry in deps
         .read_dir_utf8()

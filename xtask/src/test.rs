@@ -126,10 +126,10 @@ impl Results {
 /// copy with one `__versions` CRC flipped is refused by it, as the offline
 /// check predicts.
 fn boot_hello(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> {
-    let vmlinuz = Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release));
+    let vmlinuz = tree.image();
     ensure!(
         vmlinuz.is_file(),
-        "{vmlinuz} is missing: apt-get install linux-image-{}",
+        "{vmlinuz} is missing: apt-get install linux-image-{} (or cargo xtask fetch it)",
         tree.release
     );
     let ko = build_module::build(sh, hello, tree)?;

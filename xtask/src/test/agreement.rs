@@ -24,7 +24,7 @@ struct Case {
 /// `hello` for `tree` (and for `others`, built for other kernels) plus the
 /// C fixture, each intact and broken.
 pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path, others: &[Utf8PathBuf]) -> Result<()> {
-    let vmlinuz = Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release));
+    let vmlinuz = tree.image();
     let work = hello
         .parent()
         .context("hello.ko has a directory")?

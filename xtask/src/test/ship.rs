@@ -168,7 +168,7 @@ fn boot(
     as_name: &str,
     refused: Option<(&Utf8Path, i32)>,
 ) -> Result<()> {
-    let vmlinuz = Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release));
+    let vmlinuz = tree.image();
     let dir = tempfile::tempdir()?;
     let copy = Utf8PathBuf::try_from(dir.path().join(as_name))?;
     std::fs::copy(module, &copy).with_context(|| format!("copying {module}"))?;
