@@ -266,13 +266,18 @@ impl KernelTree {
         })
     }
 
-    /// Every tree on this machine, by release: installed ones (see
-    /// [`KernelTree::installed_under`]) and fetched ones
-    /// ([`crate::fetch::fetched_trees`]), a release that is both counted
-    /// once, as installed. With `KMOD_BUILD_SYSROOT` set, only what is
-    /// installed there.
+    /// Every tree installed on this machine (under `KMOD_BUILD_SYSROOT` if
+    /// set), by release; see [`KernelTree::installed_under`].
     pub fn installed() -> Vec<KernelTree> {
-        let mut trees = KernelTree::installed_under(&sysroot());
+        KernelTree::installed_under(&sysroot())
+    }
+
+    /// Every tree this machine can build for, by release: the installed
+    /// ones and the fetched ones ([`crate::fetch::fetched_trees`]), a
+    /// release that is both counted once, as installed. With
+    /// `KMOD_BUILD_SYSROOT` set, only what is installed there.
+    pub fn available() -> Vec<KernelTree> {
+        let mut trees = KernelTree::installed();
         if std::env::var_os(SYSROOT_ENV).is_none_or(|root| root.is_empty()) {
             for fetched in crate::fetch::fetched_trees() {
                 if !trees.iter().any(|tree| tree.release == fetched.release) {
@@ -334,12 +339,13 @@ impl KernelTree {
         })
     }
 
-    /// Resolves `--kernel <release|path>`.
+    /// Resolves `--kernel <release|path>`: a path, or the release of an
+    /// installed or fetched tree.
     pub fn select(spec: &str) -> Result<KernelTree> {
         if spec.contains('/') {
             return KernelTree::open(spec);
         }
-        let installed = KernelTree::installed();
+        let installed = KernelTree::available();
         if let Some(tree) = installed.iter().find(|t| t.release == spec) {
             return Ok(tree.clone());
         }

@@ -18,7 +18,7 @@ pub struct Args {
     /// Never install missing system packages; say which command would.
     #[arg(long)]
     pub no_install: bool,
-    /// Build for every installed tree (and any `--kernel`), going on past a
+    /// Build for every installed or fetched tree (and any `--kernel`), going on past a
     /// kernel that fails; a summary at the end, non-zero exit if any failed.
     #[arg(long)]
     pub all_kernels: bool,
@@ -98,9 +98,9 @@ fn finished(crate_: &ModuleCrate, kernels: usize, started: std::time::Instant) {
     );
 }
 
-/// Every installed tree plus the `--kernel` ones, each once.
+/// Every installed or fetched tree plus the `--kernel` ones, each once.
 fn every_installed_and(specs: &[String]) -> Result<Vec<KernelTree>> {
-    let mut trees = KernelTree::installed();
+    let mut trees = KernelTree::available();
     for spec in specs {
         let tree = KernelTree::select(spec)?;
         if !trees.contains(&tree) {
@@ -203,11 +203,11 @@ fn summarize(
     }
 }
 
-/// `--kernel` values, or every installed tree (for tests and benchmarks,
+/// `--kernel` values, or every installed or fetched tree (for tests and benchmarks,
 /// which cover all kernels rather than the running one).
 pub fn trees_or_every_installed(specs: &[String]) -> Result<Vec<KernelTree>> {
     let trees = if specs.is_empty() {
-        KernelTree::installed()
+        KernelTree::available()
     } else {
         select_trees(specs)?
     };

@@ -49,7 +49,7 @@ pub fn run(args: &Args) -> Result<()> {
 /// One line per release: its version, flavour and whether it is here.
 fn list() -> Result<()> {
     let offered = fetch::offered()?;
-    let here = kmod_build::KernelTree::installed();
+    let here = kmod_build::KernelTree::available();
     for release in &offered {
         let origin = here
             .iter()

@@ -12,7 +12,7 @@ pub struct Args {
 }
 
 pub fn run(args: &Args) -> Result<()> {
-    let trees = KernelTree::installed();
+    let trees = KernelTree::available();
     if trees.is_empty() {
         return Err(kmod_build::no_tree_error().into());
     }

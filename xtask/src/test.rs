@@ -97,10 +97,19 @@ pub fn run(args: &Args) -> Result<()> {
 struct Results {
     passed: usize,
     failed: Vec<String>,
+    /// `boot::<test>::<release>` outcomes, for the kernel x test table.
+    per_kernel: Vec<(String, String, bool)>,
 }
 
 impl Results {
     fn record(&mut self, name: String, result: Result<()>) {
+        let mut parts = name.splitn(3, "::");
+        if let (Some("boot"), Some(test), Some(release)) =
+            (parts.next(), parts.next(), parts.next())
+        {
+            self.per_kernel
+                .push((release.to_owned(), test.to_owned(), result.is_ok()));
+        }
         match result {
             Ok(()) => {
                 eprintln!("test {name} ... ok");
@@ -113,7 +122,41 @@ impl Results {
         }
     }
 
+    /// One row per kernel, one column per boot test: `loads`/`FAILS`.
+    fn table(&self) -> String {
+        let mut tests: Vec<&str> = Vec::new();
+        let mut kernels: Vec<&str> = Vec::new();
+        for (release, test, _) in &self.per_kernel {
+            if !tests.contains(&test.as_str()) {
+                tests.push(test);
+            }
+            if !kernels.contains(&release.as_str()) {
+                kernels.push(release);
+            }
+        }
+        let width = kernels.iter().map(|k| k.len()).max().unwrap_or(0).max(6);
+        let mut out = format!("{:width$}", "KERNEL");
+        for test in &tests {
+            out.push_str(&format!("  {test}"));
+        }
+        for kernel in &kernels {
+            out.push_str(&format!("\n{kernel:width$}"));
+            for test in &tests {
+                let cell = self
+                    .per_kernel
+                    .iter()
+                    .find(|(r, t, _)| r == kernel && t == test)
+                    .map_or("-", |(_, _, ok)| if *ok { "loads" } else { "FAILS" });
+                out.push_str(&format!("  {cell:w$}", w = test.len()));
+            }
+        }
+        out
+    }
+
     fn finish(self) -> Result<()> {
+        if !self.per_kernel.is_empty() {
+            println!("{}", self.table());
+        }
         println!("{} passed, {} failed", self.passed, self.failed.len());
         if !self.failed.is_empty() {
             bail!("tests failed: {}", self.failed.join(", "));
