@@ -6,8 +6,11 @@ use crate::error::{read_to_string, Error, Result};
 use crate::tree::KernelTree;
 
 /// gcc flags libclang does not accept (measured with clang 14 on Debian's
-/// 6.1 and 6.12 trees); they change code generation, not what a header means.
+/// 6.1 and 6.12 trees, amd64 and arm64); they change code generation, not
+/// what a header means.
 const CLANG_REJECTS: &[&str] = &[
+    // arm64: clang's aarch64 target knows no `lp64` ABI name (it is the only one).
+    "-mabi=lp64",
     "-ftrivial-auto-var-init=zero",
     "-fconserve-stack",
     "-fno-allow-store-data-races",

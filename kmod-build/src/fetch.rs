@@ -202,14 +202,14 @@ fn unpack(deb: &Utf8Path, root: &Utf8Path) -> Result<()> {
         command: command.clone(),
         source,
     })?;
-    unpacked?;
+    // A failing dpkg-deb is the cause of whatever tar then says.
     if !produced.success() {
         return Err(FetchError::Command {
             command,
             status: produced.to_string(),
         });
     }
-    Ok(())
+    unpacked
 }
 
 /// Debian's tree names its halves by absolute path
