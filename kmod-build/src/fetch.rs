@@ -320,17 +320,26 @@ pub fn flavour(release: &str) -> &str {
     abi_end.map_or("", |i| &release[i + 1..])
 }
 
-/// The five releases of `offered` closest to `release` by edit distance.
+/// The five releases of `offered` closest to `release`: those of the same
+/// flavour first, then by edit distance.
 pub fn closest(release: &str, offered: &[String]) -> Vec<String> {
-    let mut ranked: Vec<(usize, &String)> = offered
+    let wanted = flavour(release);
+    let mut ranked: Vec<(bool, usize, &String)> = offered
         .iter()
-        .map(|candidate| (strsim::levenshtein(release, candidate), candidate))
+        .map(|candidate| {
+            let other_flavour = flavour(candidate) != wanted;
+            (
+                other_flavour,
+                strsim::levenshtein(release, candidate),
+                candidate,
+            )
+        })
         .collect();
     ranked.sort();
     ranked
         .into_iter()
         .take(5)
-        .map(|(_, candidate)| candidate.clone())
+        .map(|(_, _, candidate)| candidate.clone())
         .collect()
 }
 
