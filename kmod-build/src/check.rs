@@ -1,8 +1,7 @@
 //! Offline checks of a `.ko` against a kernel, in the order and with the
 //! messages of the kernel's loader (`kernel/module/main.c`, `version.c`).
 
-mod arch;
-pub use arch::mitigation_scan_note;
+pub mod arch;
 
 use std::fmt;
 

@@ -37,7 +37,7 @@ pub fn run(args: &Args) -> Result<()> {
         .iter()
         .map(|tree| {
             let kernel = Kernel::load(tree)?;
-            notes.extend(check::mitigation_scan_note(&kernel.config));
+            notes.extend(check::arch::mitigation_scan_note(&kernel.config));
             let mut report = check::check(&info, &kernel);
             if let Some(cert) = &cert {
                 report.verify_signature(&info, cert);

@@ -200,7 +200,7 @@ fn boot_hello(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> 
         "author/description missing"
     );
     ensure!(
-        check::relocations(&info).is_empty(),
+        check::arch::relocations(&info, &config).is_empty(),
         "relocations: {:?}",
         info.relocation_types
     );

@@ -170,7 +170,8 @@ fn build_cimports(sh: &Shell, tree: &KernelTree, work: &Utf8Path) -> Result<Utf8
         std::fs::copy(&source, dir.join(file)).with_context(|| format!("copying {source}"))?;
     }
     let tree_path = &tree.path;
-    cmd!(sh, "make -s -C {tree_path} M={dir} modules")
+    let make_args = tree.compiler().make_args();
+    cmd!(sh, "make -s -C {tree_path} M={dir} {make_args...} modules")
         .quiet()
         .ignore_stdout()
         .run()?;
