@@ -321,17 +321,20 @@ pub fn flavour(release: &str) -> &str {
 }
 
 /// The five releases of `offered` closest to `release`: those of the same
-/// flavour first, then by edit distance.
+/// flavour first, then by edit distance, the newest of equally close ones.
 pub fn closest(release: &str, offered: &[String]) -> Vec<String> {
     let wanted = flavour(release);
-    let mut ranked: Vec<(bool, usize, &String)> = offered
+    let mut ranked: Vec<_> = offered
         .iter()
         .map(|candidate| {
             let other_flavour = flavour(candidate) != wanted;
+            let distance = strsim::levenshtein(release, candidate);
+            let newest = std::cmp::Reverse(crate::tree::version_key(candidate));
             (
                 other_flavour,
-                strsim::levenshtein(release, candidate),
-                candidate,
+                distance,
+                newest,
+                std::cmp::Reverse(candidate),
             )
         })
         .collect();
@@ -339,7 +342,7 @@ pub fn closest(release: &str, offered: &[String]) -> Vec<String> {
     ranked
         .into_iter()
         .take(5)
-        .map(|(_, _, candidate)| candidate.clone())
+        .map(|(_, _, _, candidate)| candidate.0.clone())
         .collect()
 }
 
@@ -479,5 +482,10 @@ mod tests {
             closest("6.12.117-arm64", &offered)[0],
             "6.12.117+deb12-arm64"
         );
+        let abis: Vec<String> = ["6.1.0-47-rt-amd64", "6.1.0-57-rt-amd64"]
+            .map(str::to_owned)
+            .to_vec();
+        // Equally far from both: the newest ABI first.
+        assert_eq!(closest("6.1.0-99-rt-amd64", &abis)[0], "6.1.0-57-rt-amd64");
     }
 }
