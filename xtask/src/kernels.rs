@@ -75,6 +75,22 @@ fn row(tree: &KernelTree) -> [String; 8] {
         .as_ref()
         .map_or("?".to_owned(), |c| yes_no(c.is_y("CONFIG_MODVERSIONS")));
     let mitigations = config.as_ref().map_or("?".to_owned(), |c| {
+        // arm64's hardening is branch protection, not x86's thunks.
+        if c.is_y("CONFIG_ARM64") {
+            let on: Vec<&str> = [
+                ("CONFIG_ARM64_BTI_KERNEL", "bti"),
+                ("CONFIG_ARM64_PTR_AUTH_KERNEL", "pac"),
+            ]
+            .iter()
+            .filter(|(option, _)| c.is_y(option))
+            .map(|(_, name)| *name)
+            .collect();
+            return if on.is_empty() {
+                "none".to_owned()
+            } else {
+                on.join(",")
+            };
+        }
         let Mitigations {
             retpoline,
             rethunk,
