@@ -42,6 +42,9 @@ fn kernels_json_lists_every_tree_with_arch_image_and_origin() {
 fn fetching_an_unknown_release_names_the_closest() {
     let (ok, _, stderr) = xtask(&["fetch", "6.1.0-0-nonexistent-amd64"]);
     assert!(!ok, "{stderr}");
-    assert!(stderr.contains("the archive has no such kernel"), "{stderr}");
+    assert!(
+        stderr.contains("the archive has no such kernel"),
+        "{stderr}"
+    );
     assert!(stderr.contains("closest: 6."), "{stderr}");
 }
