@@ -9,6 +9,6 @@ use libfuzzer_sys::fuzz_target;
 fuzz_target!(|text: &str| {
     let tree = Utf8Path::new("/usr/src/linux-headers-6.12.0-fuzz");
     if let Some(flags) = CFlags::parse_cmd_file(text, tree) {
-        let _ = flags.for_clang("fuzz");
+        let _ = flags.for_clang("fuzz", "x86_64-linux-gnu");
     }
 });

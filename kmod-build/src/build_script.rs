@@ -212,7 +212,7 @@ impl Build {
         // bindgen panics when it cannot load libclang (whose version is part
         // of the cache key): load it first to say so.
         check_libclang()?;
-        let clang_args = cflags.for_clang(&self.name);
+        let clang_args = cflags.for_clang(&self.name, tree.clang_target());
         // A kernel package update rewrites these in place.
         let tree_stamp: Vec<String> = [
             "include/generated/autoconf.h",
@@ -367,14 +367,14 @@ fn check_codegen(tree: &KernelTree, wanted: &RustFlags) -> Result<()> {
     let target = std::env::var("TARGET").unwrap_or_default();
     let encoded = std::env::var("CARGO_ENCODED_RUSTFLAGS").unwrap_or_default();
     let missing = wanted.missing_from(&encoded);
-    if target == crate::RUST_TARGET && missing.is_empty() {
+    if target == wanted.target && missing.is_empty() {
         return Ok(());
     }
     Err(Error::Prerequisite {
         what: format!(
             "codegen matching kernel {} (target `{target}`, want `{}`; missing flags: {})",
             tree.release,
-            crate::RUST_TARGET,
+            wanted.target,
             if missing.is_empty() { "none".to_owned() } else { missing.join(" ") }
         ),
         help: "build module crates with `cargo kmod build` (or `cargo xtask build-module <crate>`), which passes the tree's flags to core as well".into(),

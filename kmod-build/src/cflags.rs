@@ -6,8 +6,11 @@ use crate::error::{read_to_string, Error, Result};
 use crate::tree::KernelTree;
 
 /// gcc flags libclang does not accept (measured with clang 14 on Debian's
-/// 6.1 and 6.12 trees); they change code generation, not what a header means.
+/// 6.1 and 6.12 trees, amd64 and arm64); they change code generation, not
+/// what a header means.
 const CLANG_REJECTS: &[&str] = &[
+    // arm64: clang's aarch64 target knows no `lp64` ABI name (it is the only one).
+    "-mabi=lp64",
     "-ftrivial-auto-var-init=zero",
     "-fconserve-stack",
     "-fno-allow-store-data-races",
@@ -106,8 +109,8 @@ impl CFlags {
     /// The flags libclang (bindgen) needs to read the headers as the kernel's
     /// compiler does: preprocessor and target flags, without gcc-only codegen
     /// options, warnings, or the probe's module name.
-    pub fn for_clang(&self, module_name: &str) -> Vec<String> {
-        let mut out = vec!["--target=x86_64-linux-gnu".to_owned()];
+    pub fn for_clang(&self, module_name: &str, clang_target: &str) -> Vec<String> {
+        let mut out = vec![format!("--target={clang_target}")];
         let mut args = self.args.iter();
         while let Some(arg) = args.next() {
             if arg == "-include" || arg == "-isystem" {
@@ -187,7 +190,7 @@ mod tests {
     #[test]
     fn clang_flags_drop_gcc_only_options_and_rename_module() {
         let flags = CFlags::parse_cmd_file(CMD_6_12, Utf8Path::new("/tree")).unwrap();
-        let clang = flags.for_clang("hello");
+        let clang = flags.for_clang("hello", "x86_64-linux-gnu");
         assert!(clang.contains(&"-fcf-protection=branch".to_owned()));
         assert!(clang.contains(&"-mcmodel=kernel".to_owned()));
         assert!(!clang.contains(&"-mindirect-branch=thunk-extern".to_owned()));

@@ -1,6 +1,8 @@
 //! Offline checks of a `.ko` against a kernel, in the order and with the
 //! messages of the kernel's loader (`kernel/module/main.c`, `version.c`).
 
+pub mod arch;
+
 use std::fmt;
 
 use camino::Utf8PathBuf;
@@ -176,12 +178,11 @@ pub fn check(module: &ModuleInfo, kernel: &Kernel) -> Report {
         module_struct_size(module, kernel)
             .into_iter()
             .chain(module_layout(module, kernel))
-            .chain(module_layout(module, kernel))
             .chain(vermagic_matches(module, &kernel.release, &kernel.config))
             .chain(retpoline(module, &kernel.config))
             .chain(symbols(module, kernel))
-            .chain(relocations(module))
-            .chain(mitigations(module, &kernel.config))
+            .chain(arch::relocations(module, &kernel.config))
+            .chain(arch::mitigations(module, &kernel.config))
     });
     let findings: Vec<Finding> = sig_finding
         .into_iter()
@@ -512,6 +513,7 @@ pub fn vermagic(release: &str, config: &Config) -> String {
     if config.is_y("CONFIG_MODVERSIONS") {
         magic.push_str("modversions ");
     }
+    magic.push_str(arch::vermagic_suffix(config));
     magic
 }
 

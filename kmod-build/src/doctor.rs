@@ -441,14 +441,21 @@ fn find_program(program: &str) -> Option<Utf8PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// The package with `command`: `x86_64-linux-gnu-gcc-12` is in `gcc-12`.
+/// The package with `command`: `x86_64-linux-gnu-gcc-12` is in `gcc-12`,
+/// a cross compiler `aarch64-linux-gnu-gcc-12` in `gcc-12-aarch64-linux-gnu`.
 fn compiler_package(command: &str, is_clang: bool) -> String {
     if is_clang {
         return "clang lld llvm".to_owned();
     }
-    match command.find("gcc") {
-        Some(at) => command[at..].to_owned(),
-        None => command.to_owned(),
+    let Some(at) = command.find("gcc") else {
+        return command.to_owned();
+    };
+    let triplet = command[..at].trim_end_matches('-');
+    let native = crate::tree::arch_targets(crate::host_arch()).map(|(_, _, t)| t);
+    if triplet.is_empty() || Some(triplet) == native {
+        command[at..].to_owned()
+    } else {
+        format!("{}-{triplet}", &command[at..])
     }
 }
 
@@ -588,6 +595,10 @@ mod tests {
     fn compiler_packages() {
         assert_eq!(compiler_package("x86_64-linux-gnu-gcc-12", false), "gcc-12");
         assert_eq!(compiler_package("gcc", false), "gcc");
+        assert_eq!(
+            compiler_package("aarch64-linux-gnu-gcc-12", false),
+            "gcc-12-aarch64-linux-gnu"
+        );
         assert_eq!(compiler_package("clang", true), "clang lld llvm");
     }
 

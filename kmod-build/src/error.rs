@@ -92,6 +92,9 @@ pub enum Error {
     #[error("{what}: {first}")]
     Failed { what: String, first: Box<Error> },
 
+    #[error(transparent)]
+    Fetch(#[from] crate::fetch::FetchError),
+
     /// A bug in kmod-build itself.
     #[error("internal error: {what}")]
     Internal { what: String },
@@ -120,6 +123,16 @@ impl Error {
             Error::BadInput { .. } | Error::Project { .. } => 2,
             Error::Spawn { .. } => 3,
             Error::Failed { first, .. } => first.exit_code(),
+            Error::Fetch(error) => {
+                use crate::fetch::FetchError;
+                match error {
+                    FetchError::Unknown { .. } => 2,
+                    FetchError::ForeignArch { .. }
+                    | FetchError::Spawn { .. }
+                    | FetchError::Unusable { .. } => 3,
+                    FetchError::Command { .. } | FetchError::Io { .. } => 1,
+                }
+            }
             _ => 1,
         }
     }

@@ -30,6 +30,7 @@ pub mod driver;
 pub mod elf;
 mod errno;
 mod error;
+pub mod fetch;
 mod files;
 pub mod kbuild;
 pub mod keyring;
@@ -56,7 +57,9 @@ pub use rustflags::RustFlags;
 pub use shim::SHIM_FILE;
 pub use signature::Signature;
 pub use symvers::{Export, ExportKind, Symvers};
-pub use tree::{no_tree_error, Compiler, KernelTree, Layout, SYSROOT_ENV};
+pub use tree::{
+    host_arch, no_tree_error, Compiler, Cross, KernelTree, Layout, Origin, SYSROOT_ENV,
+};
 
 /// Reads the `.ko` (or `.ko.xz`) at `ko` and checks it as `tree`'s kernel
 /// would load it. For many modules against one tree, load a
@@ -67,9 +70,6 @@ pub fn check(ko: &camino::Utf8Path, tree: &KernelTree) -> Result<check::Report> 
         &check::Kernel::load(tree)?,
     ))
 }
-
-/// The Rust target every module is compiled for.
-pub const RUST_TARGET: &str = "x86_64-unknown-none";
 
 /// Environment variable through which the driver tells a module's build
 /// script which tree to build against (a path to the tree).

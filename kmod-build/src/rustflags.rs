@@ -6,11 +6,16 @@ use crate::config::Config;
 /// driver passes them to a `-Zbuild-std` build through `CARGO_ENCODED_RUSTFLAGS`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RustFlags {
+    /// The Rust target (`--target`), from the config's architecture.
+    pub target: &'static str,
     pub args: Vec<String>,
 }
 
 impl RustFlags {
     pub fn for_config(config: &Config) -> RustFlags {
+        if config.is_y("CONFIG_ARM64") {
+            return RustFlags::arm64(config);
+        }
         let mut args: Vec<String> = [
             "-Ccode-model=kernel",
             "-Crelocation-model=static",
@@ -44,7 +49,37 @@ impl RustFlags {
             let bytes = config.get("CONFIG_FUNCTION_PADDING_BYTES").unwrap_or("16");
             args.push(format!("-Zpatchable-function-entry={bytes},{bytes}"));
         }
-        RustFlags { args }
+        RustFlags {
+            target: "x86_64-unknown-none",
+            args,
+        }
+    }
+
+    /// What `arch/arm64/Makefile` gives the kernel's own Rust (6.12): the
+    /// softfloat target (no FP/SIMD registers), the branch protection the
+    /// config asks for, x18 reserved for the shadow call stack, no unwind
+    /// tables unless configured. The code model is the default (small), as
+    /// for the C; modules reach the kernel through the loader's PLTs.
+    fn arm64(config: &Config) -> RustFlags {
+        let mut args = vec!["-Crelocation-model=static".to_owned()];
+        if config.is_y("CONFIG_FRAME_POINTER") {
+            args.push("-Cforce-frame-pointers=yes".into());
+        }
+        if config.is_y("CONFIG_ARM64_BTI_KERNEL") {
+            args.push("-Zbranch-protection=bti,pac-ret".into());
+        } else if config.is_y("CONFIG_ARM64_PTR_AUTH_KERNEL") {
+            args.push("-Zbranch-protection=pac-ret".into());
+        }
+        if config.is_y("CONFIG_SHADOW_CALL_STACK") {
+            args.push("-Zfixed-x18".into());
+        }
+        if !config.is_y("CONFIG_UNWIND_TABLES") {
+            args.push("-Cforce-unwind-tables=n".into());
+        }
+        RustFlags {
+            target: "aarch64-unknown-none-softfloat",
+            args,
+        }
     }
 
     /// The flags joined for `CARGO_ENCODED_RUSTFLAGS`.
@@ -105,6 +140,20 @@ mod tests {
         assert!(args.contains(&"-Zcf-protection=branch".to_owned()));
         assert!(args.contains(&"-Zpatchable-function-entry=16,16".to_owned()));
         assert!(args.contains(&"-Cjump-tables=no".to_owned()));
+    }
+
+    #[test]
+    fn arm64_branch_protection_follows_the_config() {
+        let pac = RustFlags::for_config(
+            &Config::parse("CONFIG_ARM64=y\nCONFIG_ARM64_PTR_AUTH_KERNEL=y\n").unwrap(),
+        );
+        assert_eq!(pac.target, "aarch64-unknown-none-softfloat");
+        assert!(pac.args.contains(&"-Zbranch-protection=pac-ret".to_owned()));
+        assert!(!pac.args.iter().any(|a| a.contains("code-model=kernel")));
+        let bti = flags("CONFIG_ARM64=y\nCONFIG_ARM64_PTR_AUTH_KERNEL=y\nCONFIG_ARM64_BTI_KERNEL=y\nCONFIG_SHADOW_CALL_STACK=y\n");
+        assert!(bti.contains(&"-Zbranch-protection=bti,pac-ret".to_owned()));
+        assert!(bti.contains(&"-Zfixed-x18".to_owned()));
+        assert_eq!(flags("CONFIG_X86=y\n")[0], "-Ccode-model=kernel");
     }
 
     #[test]

@@ -115,17 +115,92 @@ pub struct Compiler {
     /// `CONFIG_CC_VERSION_TEXT`, e.g. `gcc-12 (Debian 12.2.0-14) 12.2.0`.
     pub version_text: Option<String>,
     pub is_clang: bool,
+    /// For a tree of another architecture than this machine's: Kbuild's
+    /// `ARCH` and the `CROSS_COMPILE` prefix of its tools.
+    pub cross: Option<Cross>,
+}
+
+/// What Kbuild needs to build for another architecture.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cross {
+    /// Kbuild's `ARCH`, e.g. `arm64`.
+    pub arch: String,
+    /// e.g. `aarch64-linux-gnu-` (Debian's cross toolchains).
+    pub prefix: String,
 }
 
 impl Compiler {
     /// Extra `make` arguments: clang-built kernels need `LLVM=1` or Kbuild
-    /// falls back to gcc and rejects the config.
+    /// falls back to gcc and rejects the config; a cross build names the
+    /// architecture and the cross tools.
     pub fn make_args(&self) -> Vec<String> {
+        let mut args = Vec::new();
         if self.is_clang {
-            vec!["LLVM=1".to_owned()]
-        } else {
-            Vec::new()
+            args.push("LLVM=1".to_owned());
         }
+        if let Some(cross) = &self.cross {
+            args.push(format!("ARCH={}", cross.arch));
+            args.push(format!("CROSS_COMPILE={}", cross.prefix));
+        }
+        args
+    }
+}
+
+/// Kbuild's `SRCARCH` of the machine this runs on.
+pub fn host_arch() -> &'static str {
+    match std::env::consts::ARCH {
+        "x86_64" | "x86" => "x86",
+        "aarch64" => "arm64",
+        "powerpc64" => "powerpc",
+        "riscv64" => "riscv",
+        "loongarch64" => "loongarch",
+        other => other,
+    }
+}
+
+/// The Rust target, clang target and GNU triplet (Debian's cross tool
+/// prefix) of a kernel architecture this project builds for.
+pub(crate) fn arch_targets(arch: &str) -> Option<(&'static str, &'static str, &'static str)> {
+    match arch {
+        "x86" => Some((
+            "x86_64-unknown-none",
+            "x86_64-linux-gnu",
+            "x86_64-linux-gnu",
+        )),
+        // What arch/arm64/Makefile gives its own Rust (rustc >= 1.85): no
+        // FP/SIMD registers, like the C's -mgeneral-regs-only.
+        "arm64" => Some((
+            "aarch64-unknown-none-softfloat",
+            "aarch64-linux-gnu",
+            "aarch64-linux-gnu",
+        )),
+        _ => None,
+    }
+}
+
+/// Where a tree came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Origin {
+    /// Installed into the system (or the `KMOD_BUILD_SYSROOT`) by its
+    /// package manager.
+    Installed,
+    /// Downloaded and unpacked into the per-user cache by
+    /// [`crate::fetch::fetch`].
+    Fetched,
+}
+
+impl Origin {
+    pub fn name(self) -> &'static str {
+        match self {
+            Origin::Installed => "installed",
+            Origin::Fetched => "fetched",
+        }
+    }
+}
+
+impl std::fmt::Display for Origin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
     }
 }
 
@@ -197,6 +272,45 @@ impl KernelTree {
         KernelTree::installed_under(&sysroot())
     }
 
+    /// Every tree this machine can build for, by release: the installed
+    /// ones and the fetched ones ([`crate::fetch::fetched_trees`]), a
+    /// release that is both counted once, as installed. With
+    /// `KMOD_BUILD_SYSROOT` set, only what is installed there.
+    pub fn available() -> Vec<KernelTree> {
+        let mut trees = KernelTree::installed();
+        if std::env::var_os(SYSROOT_ENV).is_none_or(|root| root.is_empty()) {
+            for fetched in crate::fetch::fetched_trees() {
+                if !trees.iter().any(|tree| tree.release == fetched.release) {
+                    trees.push(fetched);
+                }
+            }
+            trees.sort_by(|a, b| {
+                (version_key(&a.release), &a.release).cmp(&(version_key(&b.release), &b.release))
+            });
+        }
+        trees
+    }
+
+    /// Whether the package manager installed this tree or `fetch` did.
+    pub fn origin(&self) -> Origin {
+        let fetched = crate::fetch::kernels_dir();
+        let canonical = fetched
+            .canonicalize_utf8()
+            .unwrap_or_else(|_| fetched.clone());
+        if self.sysroot.starts_with(&fetched) || self.sysroot.starts_with(&canonical) {
+            Origin::Fetched
+        } else {
+            Origin::Installed
+        }
+    }
+
+    /// The bootable image of this tree's kernel: `/boot/vmlinuz-<release>`
+    /// in its sysroot (the unpacked `linux-image` of a fetched one). It may
+    /// not exist: an installed tree's image is another package.
+    pub fn image(&self) -> Utf8PathBuf {
+        in_root(&self.sysroot, &format!("/boot/vmlinuz-{}", self.release))
+    }
+
     /// Every tree under `root` wherever a distro puts them, each once (a
     /// Debian tree is both `/lib/modules/<rel>/build` and
     /// `/usr/src/linux-headers-<rel>`), sorted by release.
@@ -225,12 +339,13 @@ impl KernelTree {
         })
     }
 
-    /// Resolves `--kernel <release|path>`.
+    /// Resolves `--kernel <release|path>`: a path, or the release of an
+    /// installed or fetched tree.
     pub fn select(spec: &str) -> Result<KernelTree> {
         if spec.contains('/') {
             return KernelTree::open(spec);
         }
-        let installed = KernelTree::installed();
+        let installed = KernelTree::available();
         if let Some(tree) = installed.iter().find(|t| t.release == spec) {
             return Ok(tree.clone());
         }
@@ -281,6 +396,31 @@ impl KernelTree {
                 ),
             }),
         }
+    }
+
+    /// The Rust target modules for this tree are compiled for. Only
+    /// architectures [`arch_targets`] knows are built for (the doctor
+    /// refuses the others); they get x86_64's name, never used.
+    pub fn rust_target(&self) -> &'static str {
+        arch_targets(&self.arch).map_or("x86_64-unknown-none", |(rust, _, _)| rust)
+    }
+
+    /// `--target` for libclang (bindgen) reading this tree's headers.
+    pub fn clang_target(&self) -> &'static str {
+        arch_targets(&self.arch).map_or("x86_64-linux-gnu", |(_, clang, _)| clang)
+    }
+
+    /// How Kbuild cross-builds for this tree, if its architecture is not
+    /// this machine's.
+    pub fn cross(&self) -> Option<Cross> {
+        if self.arch == host_arch() {
+            return None;
+        }
+        let (_, _, triplet) = arch_targets(&self.arch)?;
+        Some(Cross {
+            arch: self.arch.clone(),
+            prefix: format!("{triplet}-"),
+        })
     }
 
     /// `(major, minor, patch)` from the release, e.g. `6.12.117+deb12-amd64`.
@@ -357,17 +497,28 @@ impl KernelTree {
             let first = version_text.as_deref()?.split_whitespace().next()?;
             first.contains("gcc").then(|| first.to_owned())
         };
+        let cross = self.cross();
         let command = if is_clang {
             "clang".to_owned()
         } else {
-            debian_compiler(&self.path)
+            let gcc = debian_compiler(&self.path)
                 .or_else(from_version_text)
-                .unwrap_or_else(|| "gcc".to_owned())
+                .unwrap_or_else(|| "gcc".to_owned());
+            // `$(CROSS_COMPILE)gcc-12` with the prefix set only for Debian's
+            // own cross builds (6.1), or a bare `gcc` from the version text.
+            match &cross {
+                Some(cross) if !gcc.starts_with(&cross.prefix) => {
+                    let bare = gcc.find("gcc").map_or(gcc.as_str(), |at| &gcc[at..]);
+                    format!("{}{bare}", cross.prefix)
+                }
+                _ => gcc,
+            }
         };
         Compiler {
             command,
             version_text,
             is_clang,
+            cross,
         }
     }
 
@@ -659,7 +810,7 @@ fn read_release(tree: &Utf8Path) -> Result<String> {
 }
 
 /// Leading `major.minor.patch` of a release string; missing parts are 0.
-fn version_key(release: &str) -> (u32, u32, u32) {
+pub(crate) fn version_key(release: &str) -> (u32, u32, u32) {
     let mut parts = release
         .split(|c: char| !c.is_ascii_digit())
         .take(3)

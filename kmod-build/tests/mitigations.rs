@@ -118,7 +118,8 @@ fn compile(name: &str, flags: &[&str]) -> Vec<u8> {
             "--emit=obj",
             "-O",
             "--target",
-            kmod_build::RUST_TARGET,
+            // The scan reads x86 code: the x86 target, whatever the trees.
+            "x86_64-unknown-none",
         ])
         .args(["-Ccode-model=kernel", "-Crelocation-model=static"])
         .args(flags)

@@ -56,7 +56,9 @@ fn a_new_project_has_one_module_on_the_local_checkout() {
         toolchain.contains(&format!("channel = \"{TOOLCHAIN}\"")),
         "{toolchain}"
     );
-    assert!(toolchain.contains(kmod_build::RUST_TARGET), "{toolchain}");
+    for target in kmod_build::driver::new::TARGETS {
+        assert!(toolchain.contains(target), "{toolchain}");
+    }
     assert!(read(".cargo/config.toml").contains("xtask = \"run --quiet --package xtask --\""));
     // Nothing but the project: no partial directory beside it.
     let beside: Vec<_> = parent.read_dir_utf8().unwrap().flatten().collect();

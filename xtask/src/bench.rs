@@ -165,7 +165,7 @@ fn clean_rust(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> 
     let out = hello.output_dir(tree);
     let target_dir = out.join("cargo");
     let manifest = project_root().join("Cargo.toml");
-    let target = kmod_build::RUST_TARGET;
+    let target = tree.rust_target();
     cmd!(sh, "cargo clean --quiet -p hello --manifest-path {manifest} --target-dir {target_dir} --target {target} --profile kmod")
         .quiet()
         .run()?;

@@ -46,11 +46,8 @@ use std::{
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
 
-const QEMU: &str = "qemu-system-x86_64";
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
 const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
-const MEMORY_MIB: u32 = 512;
-const KERNEL_CMDLINE: &str = "console=ttyS0 panic=-1 quiet";
 /// How many console lines error messages quote.
 const TAIL_LINES: usize = 40;
 
@@ -110,6 +107,7 @@ section() {
 #[derive(Debug, Clone)]
 pub struct Guest {
     vmlinuz: Utf8PathBuf,
+    arch: GuestArch,
     files: Vec<Utf8PathBuf>,
     timeout: Option<Duration>,
     /// Appended to the kernel command line (`module.sig_enforce=1`).
@@ -136,10 +134,12 @@ pub struct Section<'a> {
 }
 
 impl Guest {
-    /// A guest booting the kernel image `vmlinuz`.
+    /// A guest booting the kernel image `vmlinuz`, in the QEMU of the
+    /// image's architecture.
     pub fn new(vmlinuz: &Utf8Path) -> Guest {
         Guest {
             vmlinuz: vmlinuz.to_owned(),
+            arch: GuestArch::of_image(vmlinuz),
             files: Vec::new(),
             timeout: None,
             cmdline: Vec::new(),
@@ -174,23 +174,20 @@ impl Guest {
     /// command's status). It is an error if the guest does not get to the end of the
     /// script (crash, hang, timeout) or QEMU cannot run.
     pub fn run(&self, script: &str) -> Result<GuestLog> {
-        let qemu = find_qemu()?;
+        let qemu = find_qemu(self.arch)?;
         check_readable(&self.vmlinuz)?;
         let timeout = match self.timeout {
             Some(t) => t,
             None => timeout_from_env(env::var(ENV_TIMEOUT).ok().as_deref())?,
         };
         let initramfs = self.build_initramfs(script)?;
-        let accel = select_accel(&qemu, &self.vmlinuz)?;
-        let cmdline = std::iter::once(KERNEL_CMDLINE)
-            .chain(self.cmdline.iter().map(String::as_str))
-            .collect::<Vec<_>>()
-            .join(" ");
+        let accel = select_accel(&qemu, self.arch, &self.vmlinuz)?;
         boot(
             &qemu,
+            self.arch,
             &self.vmlinuz,
             initramfs.path(),
-            &cmdline,
+            &self.cmdline.join(" "),
             accel,
             timeout,
         )
@@ -198,7 +195,10 @@ impl Guest {
 
     /// Writes the initramfs to a temporary file, deleted when dropped.
     fn build_initramfs(&self, script: &str) -> Result<tempfile::NamedTempFile> {
-        let busybox = find_busybox()?;
+        let busybox = match self.arch {
+            GuestArch::Arm64 if GuestArch::host() != GuestArch::Arm64 => arm64_busybox()?,
+            _ => find_busybox()?,
+        };
         let mut entries = base_entries(&busybox, script)?;
         entries.push(Entry::dir("modules"));
         for host in &self.files {
@@ -289,19 +289,118 @@ impl Accel {
     }
 }
 
+/// The machine a guest kernel is built for: which QEMU, board, console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuestArch {
+    X86_64,
+    Arm64,
+}
+
+impl GuestArch {
+    /// From the image's own header: arm64's `Image` has the magic
+    /// `ARM\x64` at offset 56 (`Documentation/arch/arm64/booting.rst`),
+    /// anything else boots as x86 (a bzImage, or what QEMU will reject).
+    fn of_image(vmlinuz: &Utf8Path) -> GuestArch {
+        use std::io::Read;
+        let mut header = [0u8; 64];
+        let read = File::open(vmlinuz).and_then(|mut file| file.read_exact(&mut header));
+        if read.is_ok() && header[56..60] == *b"ARM\x64" {
+            GuestArch::Arm64
+        } else {
+            GuestArch::X86_64
+        }
+    }
+
+    fn host() -> GuestArch {
+        if cfg!(target_arch = "aarch64") {
+            GuestArch::Arm64
+        } else {
+            GuestArch::X86_64
+        }
+    }
+
+    /// The QEMU binary and the Debian package that has it.
+    fn qemu(self) -> (&'static str, &'static str) {
+        match self {
+            GuestArch::X86_64 => ("qemu-system-x86_64", "qemu-system-x86"),
+            GuestArch::Arm64 => ("qemu-system-aarch64", "qemu-system-arm"),
+        }
+    }
+
+    /// Board, memory and kernel command line (the serial console's name).
+    fn machine(self) -> (&'static [&'static str], &'static str, &'static str) {
+        match self {
+            GuestArch::X86_64 => (&[], "512", "console=ttyS0 panic=-1 quiet"),
+            GuestArch::Arm64 => (&["-M", "virt"], "1024", "console=ttyAMA0 panic=-1 quiet"),
+        }
+    }
+}
+
+/// An arm64 static busybox for arm64 guests on another host: Debian's
+/// `busybox-static:arm64`, fetched once with `apt-get download` into the
+/// per-user cache.
+fn arm64_busybox() -> Result<Utf8PathBuf> {
+    let dir = kmod_build::cache_home().join("busybox/arm64");
+    let busybox = dir.join("bin/busybox");
+    if busybox.is_file() {
+        return Ok(busybox);
+    }
+    let staging = tempfile::tempdir_in(kmod_build::cache_home())
+        .context("creating a directory for busybox-static:arm64")?;
+    let staging = Utf8Path::from_path(staging.path())
+        .context("the cache directory is not UTF-8")?
+        .to_owned();
+    let status = Command::new("apt-get")
+        .args(["download", "busybox-static:arm64"])
+        .current_dir(&staging)
+        .status()
+        .context("running apt-get download busybox-static:arm64")?;
+    if !status.success() {
+        bail!(
+            "apt-get download busybox-static:arm64 failed ({status}); it needs, as root: \
+             dpkg --add-architecture arm64 && apt-get update"
+        );
+    }
+    let deb = staging
+        .read_dir_utf8()?
+        .flatten()
+        .map(|entry| entry.path().to_owned())
+        .find(|path| path.extension() == Some("deb"))
+        .context("apt-get download busybox-static:arm64 left no .deb")?;
+    let unpacked = staging.join("root");
+    let status = Command::new("dpkg-deb")
+        .arg("-x")
+        .arg(&deb)
+        .arg(&unpacked)
+        .status()
+        .with_context(|| format!("running dpkg-deb -x {deb}"))?;
+    if !status.success() || !unpacked.join("bin/busybox").is_file() {
+        bail!("dpkg-deb -x {deb} gave no bin/busybox ({status})");
+    }
+    fs::create_dir_all(dir.parent().unwrap_or(&dir))?;
+    if fs::rename(&unpacked, &dir).is_err() && !busybox.is_file() {
+        bail!("could not move {unpacked} to {dir}");
+    }
+    Ok(busybox)
+}
+
 fn boot(
     qemu: &Utf8Path,
+    arch: GuestArch,
     vmlinuz: &Utf8Path,
     initramfs: &std::path::Path,
-    cmdline: &str,
+    extra_cmdline: &str,
     accel: Accel,
     timeout: Duration,
 ) -> Result<GuestLog> {
-    let mem = MEMORY_MIB.to_string();
+    let (machine, mem, base_cmdline) = arch.machine();
+    let cmdline = format!("{base_cmdline} {extra_cmdline}");
+    let cmdline = cmdline.trim_end();
     let mut cmd = Command::new(qemu);
     cmd.args(["-nodefaults", "-no-user-config", "-no-reboot"])
+        .args(machine)
         .args(accel.args())
-        .args(["-m", &mem, "-smp", "1"])
+        .args(["-m", mem, "-smp", "1"])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .arg("-kernel")
         .arg(vmlinuz)
@@ -411,11 +510,12 @@ fn join_reader(handle: JoinHandle<Vec<u8>>, what: &str) -> Result<Vec<u8>> {
         .map_err(|_| anyhow::anyhow!("thread reading qemu {what} panicked"))
 }
 
-fn find_qemu() -> Result<Utf8PathBuf> {
-    let path = which::which(QEMU)
-        .with_context(|| format!("{QEMU} not found: apt-get install qemu-system-x86"))?;
+fn find_qemu(arch: GuestArch) -> Result<Utf8PathBuf> {
+    let (qemu, package) = arch.qemu();
+    let path = which::which(qemu)
+        .with_context(|| format!("{qemu} not found: apt-get install {package}"))?;
     Utf8PathBuf::from_path_buf(path)
-        .map_err(|p| anyhow::anyhow!("{QEMU} path is not UTF-8: {}", p.display()))
+        .map_err(|p| anyhow::anyhow!("{qemu} path is not UTF-8: {}", p.display()))
 }
 
 fn check_readable(vmlinuz: &Utf8Path) -> Result<()> {
@@ -451,7 +551,11 @@ fn accel_from_env(value: Option<&str>) -> Result<Option<Accel>> {
 
 /// The accelerator to use: forced by the environment, or probed once per
 /// process (booting `vmlinuz`).
-fn select_accel(qemu: &Utf8Path, vmlinuz: &Utf8Path) -> Result<Accel> {
+fn select_accel(qemu: &Utf8Path, arch: GuestArch, vmlinuz: &Utf8Path) -> Result<Accel> {
+    // KVM runs only guests of the host's own architecture.
+    if arch != GuestArch::host() {
+        return Ok(Accel::Tcg);
+    }
     if let Some(accel) = accel_from_env(env::var(ENV_ACCEL).ok().as_deref())? {
         static LOGGED: Once = Once::new();
         LOGGED.call_once(|| {
@@ -476,9 +580,10 @@ fn probe_kvm(qemu: &Utf8Path, vmlinuz: &Utf8Path) -> (Accel, String) {
         .and_then(|initramfs| {
             boot(
                 qemu,
+                GuestArch::host(),
                 vmlinuz,
                 initramfs.path(),
-                KERNEL_CMDLINE,
+                "",
                 Accel::Kvm,
                 KVM_PROBE_TIMEOUT,
             )

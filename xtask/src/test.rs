@@ -188,10 +188,19 @@ fn publishable(sh: &Shell) -> Result<()> {
 struct Results {
     passed: usize,
     failed: Vec<String>,
+    /// `boot::<test>::<release>` outcomes, for the kernel x test table.
+    per_kernel: Vec<(String, String, bool)>,
 }
 
 impl Results {
     fn record(&mut self, name: String, result: Result<()>) {
+        let mut parts = name.splitn(3, "::");
+        if let (Some("boot"), Some(test), Some(release)) =
+            (parts.next(), parts.next(), parts.next())
+        {
+            self.per_kernel
+                .push((release.to_owned(), test.to_owned(), result.is_ok()));
+        }
         match result {
             Ok(()) => {
                 eprintln!("test {name} ... ok");
@@ -204,7 +213,41 @@ impl Results {
         }
     }
 
+    /// One row per kernel, one column per boot test: `loads`/`FAILS`.
+    fn table(&self) -> String {
+        let mut tests: Vec<&str> = Vec::new();
+        let mut kernels: Vec<&str> = Vec::new();
+        for (release, test, _) in &self.per_kernel {
+            if !tests.contains(&test.as_str()) {
+                tests.push(test);
+            }
+            if !kernels.contains(&release.as_str()) {
+                kernels.push(release);
+            }
+        }
+        let width = kernels.iter().map(|k| k.len()).max().unwrap_or(0).max(6);
+        let mut out = format!("{:width$}", "KERNEL");
+        for test in &tests {
+            out.push_str(&format!("  {test}"));
+        }
+        for kernel in &kernels {
+            out.push_str(&format!("\n{kernel:width$}"));
+            for test in &tests {
+                let cell = self
+                    .per_kernel
+                    .iter()
+                    .find(|(r, t, _)| r == kernel && t == test)
+                    .map_or("-", |(_, _, ok)| if *ok { "loads" } else { "FAILS" });
+                out.push_str(&format!("  {cell:w$}", w = test.len()));
+            }
+        }
+        out
+    }
+
     fn finish(self) -> Result<()> {
+        if !self.per_kernel.is_empty() {
+            println!("{}", self.table());
+        }
         println!("{} passed, {} failed", self.passed, self.failed.len());
         if !self.failed.is_empty() {
             bail!("tests failed: {}", self.failed.join(", "));
@@ -217,10 +260,10 @@ impl Results {
 /// copy with one `__versions` CRC flipped is refused by it, as the offline
 /// check predicts.
 fn boot_hello(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> {
-    let vmlinuz = Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release));
+    let vmlinuz = tree.image();
     ensure!(
         vmlinuz.is_file(),
-        "{vmlinuz} is missing: apt-get install linux-image-{}",
+        "{vmlinuz} is missing: apt-get install linux-image-{} (or cargo xtask fetch it)",
         tree.release
     );
     let ko = hello.build(tree)?;
@@ -248,7 +291,7 @@ fn boot_hello(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> 
         "author/description missing"
     );
     ensure!(
-        check::relocations(&info).is_empty(),
+        check::arch::relocations(&info, &config).is_empty(),
         "relocations: {:?}",
         info.relocation_types
     );

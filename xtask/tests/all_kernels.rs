@@ -4,7 +4,9 @@
 //! Every installed tree, plus (through `--kernel`) a copy of one with
 //! `Module.symvers` left out and its release renamed, so that the broken
 //! tree's output directory is its own. The good trees' builds reuse the
-//! workspace's `target/kmod/<release>`.
+//! workspace's `target/kmod/<release>`. Fetched trees would be built too:
+//! the run gets a cache home of its own that shares only the sysroots, so
+//! it holds to the installed ones (`fetched_kernels.rs` covers fetching).
 
 mod common;
 
@@ -29,10 +31,16 @@ fn continues_past_a_broken_tree_and_sums_up() {
         &["Module.symvers"],
     );
 
+    let cache_home = scratch.0.join("cache");
+    std::fs::create_dir_all(&cache_home).unwrap();
+    let sysroots = kmod_build::cache_home().join("sysroot");
+    std::fs::create_dir_all(&sysroots).unwrap();
+    std::os::unix::fs::symlink(&sysroots, cache_home.join("sysroot")).unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_xtask"))
         .args(["build-module", "hello", "--all-kernels", "--kernel"])
         .arg(&broken)
         .env("NO_COLOR", "1")
+        .env(kmod_build::CACHE_HOME_ENV, &cache_home)
         .output()
         .unwrap();
     let stderr = String::from_utf8_lossy(&output.stderr);

@@ -109,7 +109,7 @@ fn bindings_survive_cargo_clean() {
         // The runtime's build script is the one that runs bindgen.
         .args(["clean", "--quiet", "-p", "hello", "-p", "kmod-runtime"])
         .args(["--profile", "kmod"])
-        .args(["--target", kmod_build::RUST_TARGET, "--target-dir"])
+        .args(["--target", tree.rust_target(), "--target-dir"])
         .arg(&target_dir)
         .current_dir(workspace())
         .status()

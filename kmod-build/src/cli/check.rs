@@ -37,10 +37,12 @@ impl Args {
             .iter()
             .map(|path| Ok((crate::signature::load_certificate(path)?, path)))
             .collect::<Result<Vec<_>>>()?;
+        let mut notes = std::collections::BTreeSet::new();
         let reports = select::trees(&self.kernels, global.reporter())?
             .iter()
             .map(|tree| {
                 let mut kernel = Kernel::load(tree)?;
+                notes.extend(check::arch::mitigation_scan_note(&kernel.config));
                 for (cert, path) in &certs {
                     kernel.keyring.add(cert.clone(), path);
                 }
@@ -48,6 +50,9 @@ impl Args {
                 Ok(check::check(&info, &kernel))
             })
             .collect::<Result<Vec<_>>>()?;
+        for note in notes {
+            global.reporter().status("Note", note);
+        }
         if self.json {
             let json = serde_json::to_string_pretty(&reports).map_err(|e| Error::Internal {
                 what: format!("serializing the reports: {e}"),

@@ -6,6 +6,7 @@ mod build;
 mod check;
 mod dkms;
 mod doctor;
+mod fetch;
 mod gen_key;
 mod kernels;
 mod new;
@@ -41,6 +42,8 @@ pub enum Command {
     Dkms(dkms::Args),
     /// Create a new project with one module crate.
     New(new::Args),
+    /// Download and unpack kernels not installed here (Debian's packages), or `--list` them.
+    Fetch(fetch::Args),
 }
 
 /// Options every command takes.
@@ -97,6 +100,7 @@ impl Command {
             Command::GenKey(args) => args.run(global),
             Command::Dkms(args) => args.run(global),
             Command::New(args) => args.run(global),
+            Command::Fetch(args) => args.run(global),
         }
     }
 }

@@ -218,7 +218,7 @@ fn fingerprint(project: &Project, module: &ModuleCrate, tree: &KernelTree) -> Fi
 fn staticlib(project: &Project, module: &ModuleCrate, tree: &KernelTree) -> Utf8PathBuf {
     project.output_dir(tree).join(format!(
         "cargo/{}/{}/lib{}.a",
-        crate::RUST_TARGET,
+        tree.rust_target(),
         super::compile::PROFILE_NAME,
         module.name.replace('-', "_")
     ))

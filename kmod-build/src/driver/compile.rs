@@ -83,7 +83,7 @@ impl Compile<'_> {
             .arg("--manifest-path")
             .arg(self.manifest)
             .args(["-p", self.package, "--profile", PROFILE_NAME, "--target"])
-            .arg(crate::RUST_TARGET)
+            .arg(self.flags.target)
             .arg("--target-dir")
             .arg(self.target_dir)
             .args(profile_args())
@@ -92,9 +92,7 @@ impl Compile<'_> {
             .stdout(Stdio::piped());
         let shown = format!(
             "cargo build -p {} --target {} ({})",
-            self.package,
-            crate::RUST_TARGET,
-            self.tree.release
+            self.package, self.flags.target, self.tree.release
         );
         let mut child = command.spawn().map_err(|e| Error::Spawn {
             program: "cargo".into(),

@@ -9,6 +9,9 @@ use crate::error::{Error, Result};
 /// The toolchain kmod-build is tested with: what new projects pin.
 pub const TOOLCHAIN: &str = "1.95.0";
 
+/// The Rust targets of the kernel architectures the driver builds for.
+pub const TARGETS: &[&str] = &["x86_64-unknown-none", "aarch64-unknown-none-softfloat"];
+
 /// What `new` writes.
 #[derive(Debug, Clone)]
 pub struct NewOptions {
@@ -92,8 +95,12 @@ pub fn new_project(options: &NewOptions, reporter: &dyn Reporter) -> Result<Utf8
     };
     let toolchain = format!(
         "[toolchain]\nchannel = \"{TOOLCHAIN}\"\ncomponents = [\"rust-src\", \"rustfmt\", \"clippy\"]\n\
-         targets = [\"{}\"]\nprofile = \"minimal\"\n",
-        crate::RUST_TARGET
+         targets = [{}]\nprofile = \"minimal\"\n",
+        TARGETS
+            .iter()
+            .map(|target| format!("{target:?}"))
+            .collect::<Vec<_>>()
+            .join(", ")
     );
     let files: [(String, String); 9] = [
         (

@@ -45,9 +45,9 @@ pub fn trees(specs: &[String], reporter: &dyn Reporter) -> Result<Vec<KernelTree
     Ok(installed)
 }
 
-/// Every installed tree plus the `--kernel` ones, each once.
+/// Every installed or fetched tree plus the `--kernel` ones, each once.
 pub fn every_installed_and(specs: &[String]) -> Result<Vec<KernelTree>> {
-    let mut trees = KernelTree::installed();
+    let mut trees = KernelTree::available();
     for spec in specs {
         let tree = KernelTree::select(spec)?;
         if !trees.contains(&tree) {
@@ -61,10 +61,15 @@ pub fn every_installed_and(specs: &[String]) -> Result<Vec<KernelTree>> {
 }
 
 /// `--kernel` values, or every installed tree (for tests and benchmarks,
-/// which cover all kernels rather than the running one).
+/// which cover all installed kernels rather than the running one; fetched
+/// ones only when named).
 pub fn named_or_every_installed(specs: &[String]) -> Result<Vec<KernelTree>> {
     if specs.is_empty() {
-        every_installed_and(specs)
+        let trees = KernelTree::installed();
+        if trees.is_empty() {
+            return Err(no_tree_error());
+        }
+        Ok(trees)
     } else {
         specs.iter().map(|spec| KernelTree::select(spec)).collect()
     }

@@ -19,7 +19,6 @@ use super::report::Reporter;
 use crate::error::{Error, Result};
 use crate::rustflags::RustFlags;
 use crate::stable_hash::StableHash;
-use crate::RUST_TARGET;
 
 /// Written last into a sysroot's library directory: the sysroot is whole.
 const COMPLETE: &str = ".complete";
@@ -41,10 +40,10 @@ pub(crate) fn ensure(
     key.part(&toolchain)
         .part(flags.encoded())
         .parts(&profile_args())
-        .part(RUST_TARGET);
+        .part(flags.target);
     let sysroots = crate::cache_home().join("sysroot");
     let sysroot = sysroots.join(key.hex16());
-    let lib = sysroot.join("lib/rustlib").join(RUST_TARGET).join("lib");
+    let lib = sysroot.join("lib/rustlib").join(flags.target).join("lib");
     if lib.join(COMPLETE).is_file() {
         return Ok(sysroot);
     }
@@ -116,13 +115,16 @@ fn build(
         .arg("build")
         .arg("--manifest-path")
         .arg(&manifest)
-        .args(["--profile", PROFILE_NAME, "--target", RUST_TARGET])
+        .args(["--profile", PROFILE_NAME, "--target", flags.target])
         .arg("-Zbuild-std=core,alloc,compiler_builtins")
         .arg("--target-dir")
         .arg(&target_dir)
         .args(profile_args());
     super::run_status(&mut command, "compiling core and alloc")?;
-    let deps = target_dir.join(RUST_TARGET).join(PROFILE_NAME).join("deps");
+    let deps = target_dir
+        .join(flags.target)
+        .join(PROFILE_NAME)
+        .join("deps");
     let mut rlibs = Vec::new();
     for entry in deps.read_dir_utf8().map_err(|e| Error::io(&deps, e))? {
         let path = entry.map_err(|e| Error::io(&deps, e))?.into_path();

@@ -24,7 +24,7 @@ struct Case {
 /// `hello` for `tree` (and for `others`, built for other kernels) plus the
 /// C fixture, each intact and broken.
 pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path, others: &[Utf8PathBuf]) -> Result<()> {
-    let vmlinuz = Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release));
+    let vmlinuz = tree.image();
     let work = hello
         .parent()
         .context("hello.ko has a directory")?
@@ -176,7 +176,8 @@ fn build_cimports(sh: &Shell, tree: &KernelTree, work: &Utf8Path) -> Result<Utf8
         std::fs::copy(&source, dir.join(file)).with_context(|| format!("copying {source}"))?;
     }
     let tree_path = &tree.path;
-    cmd!(sh, "make -s -C {tree_path} M={dir} modules")
+    let make_args = tree.compiler().make_args();
+    cmd!(sh, "make -s -C {tree_path} M={dir} {make_args...} modules")
         .quiet()
         .ignore_stdout()
         .run()?;

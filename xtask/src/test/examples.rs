@@ -4,7 +4,7 @@
 //! `panics` fixture to see the panic handler at work.
 
 use anyhow::{ensure, Context, Result};
-use camino::{Utf8Path, Utf8PathBuf};
+use camino::Utf8Path;
 use kmod_build::KernelTree;
 
 use super::ensure_clean;
@@ -49,7 +49,7 @@ section log dmesg -r
 
 /// Builds the examples for `tree`, boots it once and checks each one.
 pub fn run(tree: &KernelTree) -> Result<()> {
-    let vmlinuz = Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release));
+    let vmlinuz = tree.image();
     let mut guest = Guest::new(&vmlinuz);
     for name in EXAMPLES {
         let ko = ModuleCrate::find(name)?.build(tree)?;

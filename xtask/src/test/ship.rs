@@ -40,7 +40,18 @@ pub fn run(sh: &Shell, trees: &[KernelTree], hello: &ModuleCrate, results: &mut 
     }
 
     let installed = DkmsPackage::add(sh, hello);
-    for tree in trees {
+    // DKMS builds for the kernels installed on this system, not fetched ones.
+    let (dkms_trees, fetched): (Vec<&KernelTree>, Vec<&KernelTree>) = trees
+        .iter()
+        .partition(|tree| tree.origin() == kmod_build::Origin::Installed);
+    if !fetched.is_empty() {
+        let releases: Vec<&str> = fetched.iter().map(|t| t.release.as_str()).collect();
+        crate::status::step(
+            "Skipping",
+            &format!("dkms_hello for fetched kernels ({})", releases.join(", ")),
+        );
+    }
+    for tree in dkms_trees {
         let result = match &installed {
             Ok(package) => package.install_and_boot(sh, tree),
             Err(error) => Err(anyhow::anyhow!("packaging for DKMS: {error:#}")),
@@ -169,7 +180,7 @@ fn boot(
     as_name: &str,
     refused: Option<(&Utf8Path, i32)>,
 ) -> Result<()> {
-    let vmlinuz = Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release));
+    let vmlinuz = tree.image();
     let dir = tempfile::tempdir()?;
     let copy = Utf8PathBuf::try_from(dir.path().join(as_name))?;
     std::fs::copy(module, &copy).with_context(|| format!("copying {module}"))?;
