@@ -5,12 +5,15 @@ use alloc_crate::vec::Vec;
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void, CStr};
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use core::pin::Pin;
 
-use crate::alloc::try_box;
-use crate::error::{Error, Result, EFAULT};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use crate::alloc::{self, try_box, GFP_KERNEL};
+use crate::error::{Error, Result, EFAULT, ENOSPC};
 use crate::sync::Mutex;
-use crate::{bindings, this_module};
+use crate::{bindings, new_mutex, this_module};
 
 /// What each `open` of the device gets. The runtime keeps it in the file
 /// behind a [`Mutex`], so calls on one file never overlap, and drops it on
@@ -41,24 +44,46 @@ impl UserSliceWriter {
         self.remaining == 0
     }
 
-    /// Copies all of `data` to the user; [`EFAULT`] if it does not fit or
-    /// the user's memory is not writable.
-    pub fn write(&mut self, data: &[u8]) -> Result {
-        if data.len() > self.remaining {
+    /// Copies as much of `data` as the buffer takes and returns how much
+    /// that was (less than `data.len()` when the buffer is full or its
+    /// end is not writable); [`EFAULT`] if none of it could be written.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize> {
+        let n = data.len().min(self.remaining);
+        // SAFETY: copy_to_user checks the user range itself; `data` has
+        // at least `n` bytes.
+        let missed =
+            unsafe { bindings::kmod_copy_to_user(self.pointer, data.as_ptr().cast(), n as _) };
+        let copied = n - missed as usize;
+        if copied == 0 && n != 0 {
             return Err(EFAULT);
         }
-        // SAFETY: copy_to_user checks the user range itself; `data` is valid.
+        self.advance(copied);
+        Ok(copied)
+    }
+
+    /// Copies all of `value`'s bytes (`T` has no padding: zerocopy's
+    /// `IntoBytes`); [`EFAULT`] if they do not fit or are not writable.
+    pub fn write_value<T: IntoBytes + Immutable>(&mut self, value: &T) -> Result {
+        let bytes = value.as_bytes();
+        if bytes.len() > self.remaining {
+            return Err(EFAULT);
+        }
+        // SAFETY: as in `write`.
         let missed = unsafe {
-            bindings::kmod_copy_to_user(self.pointer, data.as_ptr().cast(), data.len() as _)
+            bindings::kmod_copy_to_user(self.pointer, bytes.as_ptr().cast(), bytes.len() as _)
         };
         if missed != 0 {
             return Err(EFAULT);
         }
-        // SAFETY: still within (or one past) the user's buffer.
-        self.pointer = unsafe { self.pointer.byte_add(data.len()) };
-        self.remaining -= data.len();
-        self.written += data.len();
+        self.advance(bytes.len());
         Ok(())
+    }
+
+    fn advance(&mut self, n: usize) {
+        // SAFETY: still within (or one past) the user's buffer.
+        self.pointer = unsafe { self.pointer.byte_add(n) };
+        self.remaining -= n;
+        self.written += n;
     }
 }
 
@@ -79,9 +104,15 @@ impl UserSliceReader {
         self.remaining == 0
     }
 
-    /// Appends everything left to `into`: [`ENOMEM`](crate::error::ENOMEM)
-    /// if it cannot grow, [`EFAULT`] if the user's memory is not readable.
-    pub fn read_all(&mut self, into: &mut Vec<u8>) -> Result {
+    /// Appends everything left to `into`, which may hold at most
+    /// `capacity` bytes: [`ENOSPC`] (nothing taken) if the rest does not
+    /// fit, so user space cannot size the allocation;
+    /// [`ENOMEM`](crate::error::ENOMEM) if `into` cannot grow, [`EFAULT`]
+    /// if the user's memory is not readable.
+    pub fn read_all(&mut self, into: &mut Vec<u8>, capacity: usize) -> Result {
+        if self.remaining > capacity.saturating_sub(into.len()) {
+            return Err(ENOSPC);
+        }
         into.try_reserve(self.remaining)?;
         let start = into.len();
         // SAFETY: the reservation makes room for `remaining` bytes after
@@ -95,9 +126,36 @@ impl UserSliceReader {
         }
         // SAFETY: the bytes up to `start + remaining` are initialized.
         unsafe { into.set_len(start + self.remaining) };
-        self.read += self.remaining;
-        self.remaining = 0;
+        self.advance(self.remaining);
         Ok(())
+    }
+
+    /// Takes a `T` (valid for any bytes: zerocopy's `FromBytes`);
+    /// [`EFAULT`] if fewer bytes are left or they are not readable.
+    pub fn read_value<T: FromBytes>(&mut self) -> Result<T> {
+        let size = size_of::<T>();
+        if size > self.remaining {
+            return Err(EFAULT);
+        }
+        let mut value = MaybeUninit::<T>::uninit();
+        // SAFETY: `value` has room for `size` bytes; copy_from_user checks
+        // the user range and zeroes what it could not copy.
+        let missed = unsafe {
+            bindings::kmod_copy_from_user(value.as_mut_ptr().cast(), self.pointer, size as _)
+        };
+        if missed != 0 {
+            return Err(EFAULT);
+        }
+        self.advance(size);
+        // SAFETY: all `size` bytes were written, and any bytes are a `T`.
+        Ok(unsafe { value.assume_init() })
+    }
+
+    fn advance(&mut self, n: usize) {
+        // SAFETY: still within (or one past) the user's buffer.
+        self.pointer = unsafe { self.pointer.byte_add(n) };
+        self.remaining -= n;
+        self.read += n;
     }
 }
 
@@ -170,7 +228,7 @@ unsafe extern "C" fn open<T: File>(
     _inode: *mut bindings::inode,
     file: *mut bindings::file,
 ) -> c_int {
-    match T::open().and_then(Mutex::new_boxed) {
+    match T::open().and_then(|state| alloc::pin_init(new_mutex!(state), GFP_KERNEL)) {
         Ok(state) => {
             // SAFETY: the file is being opened; misc_open put the device in
             // `private_data`, which is ours to replace. The Box stays

@@ -3,7 +3,9 @@ use crate::Result;
 /// A loaded module's state: built by `init` when the module is loaded,
 /// dropped when it is unloaded, so `Drop` is the exit function and every
 /// resource the state owns (devices, timers, files) is released with it.
-pub trait Module: Sized + Sync {
+/// `Send`: `insmod`'s task builds it and `rmmod`'s drops it; `Sync`: every
+/// callback of the module may look at it from any task.
+pub trait Module: Sized + Send + Sync {
     fn init() -> Result<Self>;
 }
 

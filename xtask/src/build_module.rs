@@ -530,15 +530,29 @@ fn compile(
     let sysroot = sysroot::ensure(sh, flags, &crate_.target_dir.join("kmod"))?;
     let encoded = format!("{}\x1f--sysroot={sysroot}", flags.encoded());
     let (name, target) = (&crate_.name, kmod_build::RUST_TARGET);
-    let messages = cmd!(sh, "cargo build --quiet --message-format=json-render-diagnostics --manifest-path {manifest} -p {name} --profile kmod --target {target} --target-dir {target_dir}")
+    let output = cmd!(sh, "cargo build --quiet --message-format=json-render-diagnostics --manifest-path {manifest} -p {name} --profile kmod --target {target} --target-dir {target_dir}")
         .env("RUSTC_BOOTSTRAP", "1")
         .env("CARGO_ENCODED_RUSTFLAGS", encoded)
         .env_remove("RUSTFLAGS")
         .env(kmod_build::KERNEL_ENV, &tree.path)
         .env(kmod_build::CACHE_ENV, &cache)
         .quiet()
-        .read()
+        .ignore_status()
+        .output()
         .with_context(|| format!("compiling {name} for {}", tree.release))?;
+    // rustc's diagnostics (on stderr) belong to the error, where callers
+    // (and the compile-fail tests) can read them.
+    let diagnostics = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() {
+        bail!(
+            "compiling {name} for {} failed ({}):\n{diagnostics}",
+            tree.release,
+            output.status
+        );
+    }
+    eprint!("{diagnostics}");
+    let messages =
+        String::from_utf8(output.stdout).context("cargo's JSON messages are not UTF-8")?;
     // Cargo reports every build script of the build, fresh or not, with
     // its OUT_DIR: only this build's shims are linked, never stale ones.
     let mut shims = Vec::new();

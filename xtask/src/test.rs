@@ -13,6 +13,7 @@ use crate::qemu::Guest;
 mod agreement;
 mod examples;
 mod ship;
+mod soundness;
 use crate::{project_root, status};
 
 #[derive(clap::Args)]
@@ -79,6 +80,10 @@ pub fn run(args: &Args) -> Result<()> {
     for tree in &trees {
         let result = examples::run(&sh, tree);
         results.record(format!("boot::examples::{}", tree.release), result);
+        results.record(
+            format!("compile_fail::soundness::{}", tree.release),
+            soundness::run(&sh, tree),
+        );
     }
     ship::run(&sh, &trees, &hello, &mut results);
     if args.fuzz_seconds > 0 {
