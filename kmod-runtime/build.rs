@@ -18,20 +18,30 @@ fn main() {
         .header("linux/seq_file.h")
         .header("linux/bug.h")
         .header("linux/version.h")
+        .header("linux/ioctl.h")
         .allow_function("_printk")
         // 6.10 renamed the allocator's entry points behind `alloc_hooks`.
         .allow_function("krealloc|krealloc_noprof|kfree")
-        .allow_function("misc_register|misc_deregister")
+        .allow_function("misc_register|misc_deregister|compat_ptr_ioctl")
         .allow_function("mutex_unlock|mod_timer|timer_shutdown_sync")
         .allow_function("proc_create_single_data|remove_proc_entry|seq_write")
         .allow_type("file_operations|miscdevice|kernel_param|lock_class_key")
         .allow_var("__this_module|param_ops_(int|bool|charp)|jiffies")
         .allow_var("KERN_(EMERG|ALERT|CRIT|ERR|WARNING|NOTICE|INFO|DEBUG)")
         .allow_var("LINUX_VERSION_CODE|MISC_DYNAMIC_MINOR")
-        .allow_var("E(PERM|NOENT|INTR|IO|NXIO|AGAIN|NOMEM|FAULT|BUSY|EXIST|NODEV|INVAL|NOSPC|RANGE|OVERFLOW)")
+        .allow_var("E(PERM|NOENT|INTR|IO|NXIO|AGAIN|NOMEM|FAULT|BUSY|EXIST|NODEV|INVAL|NOSPC|RANGE|OVERFLOW|NOTTY)")
         .constant("GFP_KERNEL", "gfp_t")
         .constant("GFP_ATOMIC", "gfp_t")
         .constant("ARCH_KMALLOC_MINALIGN", "size_t")
+        // ioctl numbers' layout is per architecture.
+        .constant("_IOC_NONE", "unsigned int")
+        .constant("_IOC_READ", "unsigned int")
+        .constant("_IOC_WRITE", "unsigned int")
+        .constant("_IOC_SIZEBITS", "unsigned int")
+        .constant("_IOC_DIRSHIFT", "unsigned int")
+        .constant("_IOC_TYPESHIFT", "unsigned int")
+        .constant("_IOC_NRSHIFT", "unsigned int")
+        .constant("_IOC_SIZESHIFT", "unsigned int")
         .helper(
             "unsigned long kmod_copy_to_user(void __user *to, const void *from, unsigned long n)",
             "return copy_to_user(to, from, n);",

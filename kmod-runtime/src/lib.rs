@@ -27,6 +27,7 @@ extern crate alloc as alloc_crate;
 
 pub mod alloc;
 pub mod error;
+pub mod ioctl;
 pub mod miscdev;
 pub mod param;
 pub mod print;

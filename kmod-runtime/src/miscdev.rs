@@ -3,7 +3,7 @@
 use alloc_crate::boxed::Box;
 use alloc_crate::vec::Vec;
 use core::cell::UnsafeCell;
-use core::ffi::{c_char, c_int, c_void, CStr};
+use core::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void, CStr};
 use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use core::pin::Pin;
@@ -11,7 +11,7 @@ use core::pin::Pin;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::alloc::{self, try_box, GFP_KERNEL};
-use crate::error::{Error, Result, EFAULT, ENOSPC};
+use crate::error::{Error, Result, EFAULT, EINVAL, ENOSPC, ENOTTY};
 use crate::sync::Mutex;
 use crate::{bindings, new_mutex, this_module};
 
@@ -20,11 +20,56 @@ use crate::{bindings, new_mutex, this_module};
 /// the last `close` (`release`).
 pub trait File: Sized + Send {
     fn open() -> Result<Self>;
+
     /// Fills `to` (up to `to.len()` bytes); what was written is returned to
-    /// `read(2)`, so nothing written means end of file.
-    fn read(&mut self, to: &mut UserSliceWriter) -> Result;
+    /// `read(2)`, so nothing written means end of file. EINVAL unless
+    /// implemented.
+    fn read(&mut self, to: &mut UserSliceWriter) -> Result {
+        let _ = to;
+        Err(EINVAL)
+    }
+
     /// Takes bytes from `from`; what was taken is returned to `write(2)`.
-    fn write(&mut self, from: &mut UserSliceReader) -> Result;
+    /// EINVAL unless implemented.
+    fn write(&mut self, from: &mut UserSliceReader) -> Result {
+        let _ = from;
+        Err(EINVAL)
+    }
+
+    /// `ioctl(2)` with a command number from [`ioctl`](crate::ioctl), and
+    /// 32-bit callers' through `compat_ioctl` (the argument a pointer as
+    /// well); the result goes to the caller. ENOTTY unless implemented.
+    fn ioctl(&mut self, command: u32, argument: &mut IoctlArgument) -> Result<i32> {
+        let _ = (command, argument);
+        Err(ENOTTY)
+    }
+}
+
+/// An `ioctl(2)` argument: the user buffer of the size the command number
+/// carries.
+pub struct IoctlArgument {
+    pointer: usize,
+    size: usize,
+}
+
+impl IoctlArgument {
+    /// The buffer to read the command's input from.
+    pub fn reader(&self) -> UserSliceReader {
+        UserSliceReader {
+            pointer: self.pointer as *const c_void,
+            remaining: self.size,
+            read: 0,
+        }
+    }
+
+    /// The buffer to write the command's output to.
+    pub fn writer(&self) -> UserSliceWriter {
+        UserSliceWriter {
+            pointer: self.pointer as *mut c_void,
+            remaining: self.size,
+            written: 0,
+        }
+    }
 }
 
 /// A `read(2)` buffer in user memory.
@@ -206,6 +251,10 @@ impl<T: File> Vtable<T> {
         read: Some(read::<T>),
         write: Some(write::<T>),
         release: Some(release::<T>),
+        unlocked_ioctl: Some(ioctl::<T>),
+        // Every command's argument is a pointer: converted, then `ioctl`.
+        #[cfg(kernel_config = "CONFIG_COMPAT")]
+        compat_ioctl: Some(bindings::compat_ptr_ioctl),
         // SAFETY: all-zero is C's `{}`: null pointers and no callback.
         ..unsafe { core::mem::zeroed() }
     };
@@ -275,6 +324,25 @@ unsafe extern "C" fn write<T: File>(
     match unsafe { state::<T>(file) }.lock().write(&mut from) {
         Ok(()) => from.read as isize,
         Err(error) => error.to_errno() as isize,
+    }
+}
+
+unsafe extern "C" fn ioctl<T: File>(
+    file: *mut bindings::file,
+    command: c_uint,
+    argument: c_ulong,
+) -> c_long {
+    let mut argument = IoctlArgument {
+        pointer: argument as usize,
+        size: crate::ioctl::size(command),
+    };
+    // SAFETY: as in `read`.
+    match unsafe { state::<T>(file) }
+        .lock()
+        .ioctl(command, &mut argument)
+    {
+        Ok(result) => result.into(),
+        Err(error) => error.to_errno().into(),
     }
 }
 

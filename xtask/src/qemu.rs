@@ -37,6 +37,7 @@ use std::{
     fmt::Write as _,
     fs::{self, File, OpenOptions},
     io::{self, BufWriter, Read, Write},
+    os::unix::fs::PermissionsExt,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Once, OnceLock},
     thread::{self, JoinHandle},
@@ -144,7 +145,8 @@ impl Guest {
     }
 
     /// Adds a host file to the initramfs at `/modules/<file name>` (e.g. a
-    /// `.ko`). It is read when the guest runs.
+    /// `.ko`, or a static program, which stays executable). It is read when
+    /// the guest runs.
     pub fn file(&mut self, host_path: &Utf8Path) -> &mut Self {
         self.files.push(host_path.to_owned());
         self
@@ -190,7 +192,13 @@ impl Guest {
                 bail!("two guest files are named {name} (last one: {host})");
             }
             let data = fs::read(host).with_context(|| format!("reading guest file {host}"))?;
-            entries.push(Entry::file(&path, 0o644, data));
+            // Programs (the tests' static clients) stay executable.
+            let mode = fs::metadata(host)
+                .with_context(|| format!("reading guest file {host}"))?
+                .permissions()
+                .mode();
+            let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+            entries.push(Entry::file(&path, mode, data));
         }
 
         let tmp = tempfile::Builder::new()

@@ -12,7 +12,7 @@ use super::ensure_clean;
 use crate::build_module::{self, ModuleCrate};
 use crate::qemu::{Guest, GuestLog};
 
-const EXAMPLES: &[&str] = &["params", "chardev", "ticker"];
+const EXAMPLES: &[&str] = &["params", "chardev", "ticker", "counter"];
 
 const SCRIPT: &str = r#"
 section params_refused insmod /modules/params.ko greetings=99
@@ -44,6 +44,12 @@ section ticker_second cat /proc/ticker
 section ticker_unload rmmod ticker
 sleep 0.5
 section ticker_gone ls -d /proc/ticker /sys/module/ticker
+section counter_load insmod /modules/counter.ko
+section counter_64 /modules/counter-client
+section counter_32 /modules/counter-client-32
+section counter_unload rmmod counter
+section counter_gone ls -d /dev/counter /sys/module/counter
+
 section lsmod lsmod
 section log dmesg -r
 "#;
@@ -56,11 +62,15 @@ pub fn run(sh: &Shell, tree: &KernelTree) -> Result<()> {
         let ko = build_module::build(sh, &ModuleCrate::find(name)?, tree)?;
         guest.file(&ko);
     }
+    for client in counter_clients(sh, tree)? {
+        guest.file(&client);
+    }
     let log = guest.run(SCRIPT)?;
     let kernel_log = log.expect_section("log")?.output;
     params(&log, kernel_log).context("params")?;
     chardev(&log, kernel_log).context("chardev")?;
     ticker(&log, kernel_log).context("ticker")?;
+    counter(&log, kernel_log).context("counter")?;
     ensure!(
         log.expect_section("lsmod")?.output.lines().count() <= 1,
         "modules left loaded:\n{}",
@@ -250,4 +260,46 @@ fn ticker(log: &GuestLog, kernel_log: &str) -> Result<()> {
         "stopped after {stopped} ticks, fewer than the {second} read before"
     );
     expect_failure(log, &[("ticker_gone", "")])
+}
+
+/// `examples/counter/client.c`, static, for the guest: as a 64-bit program
+/// and as a 32-bit one (which goes through `compat_ioctl`).
+fn counter_clients(sh: &Shell, tree: &KernelTree) -> Result<[Utf8PathBuf; 2]> {
+    let source = crate::project_root().join("examples/counter/client.c");
+    let out = ModuleCrate::find("counter")?.output_dir(tree);
+    let (client, client_32) = (out.join("counter-client"), out.join("counter-client-32"));
+    xshell::cmd!(sh, "gcc -static -O2 -Wall -Werror -o {client} {source}")
+        .run()
+        .context("building the 64-bit counter client (apt-get install gcc libc6-dev)")?;
+    xshell::cmd!(
+        sh,
+        "gcc -m32 -static -O2 -Wall -Werror -o {client_32} {source}"
+    )
+    .run()
+    .context("building the 32-bit counter client (apt-get install gcc-multilib)")?;
+    Ok([client, client_32])
+}
+
+fn counter(log: &GuestLog, kernel_log: &str) -> Result<()> {
+    // The same answers for both: the 32-bit client's calls went through
+    // compat_ioctl. `client.c` computes the numbers with C's macros.
+    let expected = "get 41\n\
+                    add 1 -> 42\n\
+                    add max: Value too large for defined data type\n\
+                    after reset 0\n\
+                    get32: Inappropriate ioctl for device\n\
+                    unknown: Inappropriate ioctl for device\n\
+                    bad pointer: Bad address\n\
+                    other open 0\n";
+    expect_output(
+        log,
+        &[
+            ("counter_load", ""),
+            ("counter_64", expected),
+            ("counter_32", expected),
+            ("counter_unload", ""),
+        ],
+    )?;
+    expect_logged(kernel_log, 6, "] counter: registered /dev/counter")?;
+    expect_failure(log, &[("counter_gone", "")])
 }
