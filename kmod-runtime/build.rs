@@ -20,6 +20,7 @@ fn main() {
         .header("linux/version.h")
         .header("linux/ioctl.h")
         .allow_function("_printk")
+        .allow_function("kernel_param_lock|kernel_param_unlock")
         // 6.10 renamed the allocator's entry points behind `alloc_hooks`.
         .allow_function("krealloc|krealloc_noprof|kfree")
         .allow_function("misc_register|misc_deregister|compat_ptr_ioctl")

@@ -18,6 +18,9 @@ const SCRIPT: &str = r#"
 section params_refused insmod /modules/params.ko greetings=99
 section params_load insmod /modules/params.ko greetings=3 shout=1 whom=kernel
 section params_sysfs sh -c 'for p in greetings shout whom; do echo "$p=$(cat /sys/module/params/parameters/$p)"; done'
+section params_level_set sh -c 'echo 7 >/sys/module/params/parameters/level && cat /sys/module/params/parameters/level'
+section params_level_bad sh -c 'echo seven >/sys/module/params/parameters/level'
+section params_modes sh -c 'cd /sys/module/params/parameters && stat -c "%a %n" greetings level'
 section params_unload rmmod params
 section params_gone ls -d /sys/module/params
 
@@ -170,6 +173,8 @@ fn params(log: &GuestLog, kernel_log: &str) -> Result<()> {
         &[
             ("params_load", ""),
             ("params_sysfs", "greetings=3\nshout=Y\nwhom=kernel\n"),
+            ("params_level_set", "7\n"),
+            ("params_modes", "444 greetings\n644 level\n"),
             ("params_unload", ""),
         ],
     )?;
@@ -185,7 +190,10 @@ fn params(log: &GuestLog, kernel_log: &str) -> Result<()> {
             &format!("] params: {number}/3: HELLO, KERNEL"),
         )?;
     }
-    expect_logged(kernel_log, 6, "] params: unloaded")?;
+    // The kernel's parser refuses what is not an int; the module saw the
+    // value sysfs set.
+    expect_failure(log, &[("params_level_bad", "Invalid argument")])?;
+    expect_logged(kernel_log, 6, "] params: unloaded at level 7")?;
     expect_failure(log, &[("params_gone", "")])
 }
 
