@@ -279,12 +279,18 @@ fn counter_clients(sh: &Shell, tree: &KernelTree) -> Result<[Utf8PathBuf; 2]> {
     xshell::cmd!(sh, "gcc -static -O2 -Wall -Werror -o {client} {source}")
         .run()
         .context("building the 64-bit counter client (apt-get install gcc libc6-dev)")?;
+    // x86's <asm/*.h> serve both widths; gcc-multilib, which links them
+    // into /usr/include, conflicts with every cross compiler, so they are
+    // looked for after the 32-bit headers instead.
+    let asm = "/usr/include/x86_64-linux-gnu";
     xshell::cmd!(
         sh,
-        "gcc -m32 -static -O2 -Wall -Werror -o {client_32} {source}"
+        "gcc -m32 -static -O2 -Wall -Werror -idirafter {asm} -o {client_32} {source}"
     )
     .run()
-    .context("building the 32-bit counter client (apt-get install gcc-multilib)")?;
+    .context(
+        "building the 32-bit counter client (apt-get install libc6-dev-i386 gcc-12-multilib)",
+    )?;
     Ok([client, client_32])
 }
 
