@@ -113,6 +113,7 @@ pub struct Guest {
     vmlinuz: Utf8PathBuf,
     files: Vec<Utf8PathBuf>,
     timeout: Option<Duration>,
+    cpus: u32,
 }
 
 /// What a finished guest printed.
@@ -141,7 +142,15 @@ impl Guest {
             vmlinuz: vmlinuz.to_owned(),
             files: Vec::new(),
             timeout: None,
+            cpus: 1,
         }
+    }
+
+    /// Boots with `cpus` CPUs instead of one, for tests where a race
+    /// between CPUs could show.
+    pub fn cpus(&mut self, cpus: u32) -> &mut Self {
+        self.cpus = cpus;
+        self
     }
 
     /// Adds a host file to the initramfs at `/modules/<file name>` (e.g. a
@@ -175,7 +184,14 @@ impl Guest {
         };
         let initramfs = self.build_initramfs(script)?;
         let accel = select_accel(&qemu, &self.vmlinuz)?;
-        boot(&qemu, &self.vmlinuz, initramfs.path(), accel, timeout)
+        boot(
+            &qemu,
+            &self.vmlinuz,
+            initramfs.path(),
+            accel,
+            timeout,
+            self.cpus,
+        )
     }
 
     /// Writes the initramfs to a temporary file, deleted when dropped.
@@ -283,12 +299,13 @@ fn boot(
     initramfs: &std::path::Path,
     accel: Accel,
     timeout: Duration,
+    cpus: u32,
 ) -> Result<GuestLog> {
-    let mem = MEMORY_MIB.to_string();
+    let (mem, cpus) = (MEMORY_MIB.to_string(), cpus.to_string());
     let mut cmd = Command::new(qemu);
     cmd.args(["-nodefaults", "-no-user-config", "-no-reboot"])
         .args(accel.args())
-        .args(["-m", &mem, "-smp", "1"])
+        .args(["-m", &mem, "-smp", &cpus])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .arg("-kernel")
         .arg(vmlinuz)
@@ -467,6 +484,7 @@ fn probe_kvm(qemu: &Utf8Path, vmlinuz: &Utf8Path) -> (Accel, String) {
                 initramfs.path(),
                 Accel::Kvm,
                 KVM_PROBE_TIMEOUT,
+                1,
             )
         });
     match probe {

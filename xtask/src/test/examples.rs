@@ -61,6 +61,9 @@ section log dmesg -r
 pub fn run(sh: &Shell, tree: &KernelTree) -> Result<()> {
     let vmlinuz = Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release));
     let mut guest = Guest::new(&vmlinuz);
+    // Two CPUs: the ticker's timer and its readers, and each lock's users,
+    // can then meet for real.
+    guest.cpus(2);
     for name in EXAMPLES {
         let ko = build_module::build(sh, &ModuleCrate::find(name)?, tree)?;
         guest.file(&ko);
