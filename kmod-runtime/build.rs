@@ -18,19 +18,31 @@ fn main() {
         .header("linux/seq_file.h")
         .header("linux/bug.h")
         .header("linux/version.h")
+        .header("linux/ioctl.h")
         .allow_function("_printk")
+        .allow_function("kernel_param_lock|kernel_param_unlock")
         // 6.10 renamed the allocator's entry points behind `alloc_hooks`.
         .allow_function("krealloc|krealloc_noprof|kfree")
-        .allow_function("misc_register|misc_deregister")
+        .allow_function("misc_register|misc_deregister|compat_ptr_ioctl")
         .allow_function("mutex_unlock|mod_timer|timer_shutdown_sync")
         .allow_function("proc_create_single_data|remove_proc_entry|seq_write")
-        .allow_type("file_operations|miscdevice|kernel_param")
+        .allow_type("file_operations|miscdevice|kernel_param|lock_class_key")
         .allow_var("__this_module|param_ops_(int|bool|charp)|jiffies")
         .allow_var("KERN_(EMERG|ALERT|CRIT|ERR|WARNING|NOTICE|INFO|DEBUG)")
         .allow_var("LINUX_VERSION_CODE|MISC_DYNAMIC_MINOR")
-        .allow_var("E(PERM|NOENT|INTR|IO|NXIO|AGAIN|NOMEM|FAULT|BUSY|EXIST|NODEV|INVAL|NOSPC|RANGE|OVERFLOW)")
+        .allow_var("E(PERM|NOENT|INTR|IO|NXIO|AGAIN|NOMEM|FAULT|BUSY|EXIST|NODEV|INVAL|NOSPC|RANGE|OVERFLOW|NOTTY)")
         .constant("GFP_KERNEL", "gfp_t")
+        .constant("GFP_ATOMIC", "gfp_t")
         .constant("ARCH_KMALLOC_MINALIGN", "size_t")
+        // ioctl numbers' layout is per architecture.
+        .constant("_IOC_NONE", "unsigned int")
+        .constant("_IOC_READ", "unsigned int")
+        .constant("_IOC_WRITE", "unsigned int")
+        .constant("_IOC_SIZEBITS", "unsigned int")
+        .constant("_IOC_DIRSHIFT", "unsigned int")
+        .constant("_IOC_TYPESHIFT", "unsigned int")
+        .constant("_IOC_NRSHIFT", "unsigned int")
+        .constant("_IOC_SIZESHIFT", "unsigned int")
         .helper(
             "unsigned long kmod_copy_to_user(void __user *to, const void *from, unsigned long n)",
             "return copy_to_user(to, from, n);",
@@ -39,9 +51,15 @@ fn main() {
             "unsigned long kmod_copy_from_user(void *to, const void __user *from, unsigned long n)",
             "return copy_from_user(to, from, n);",
         )
+        // The key is the Rust construction site's (`new_spinlock!`); only
+        // lockdep kernels (DEBUG_SPINLOCK) take one, as C's macro does.
         .helper(
-            "void kmod_spin_lock_init(spinlock_t *lock)",
-            "spin_lock_init(lock);",
+            "void kmod_spin_lock_init(spinlock_t *lock, const char *name, struct lock_class_key *key)",
+            "#if defined(CONFIG_DEBUG_SPINLOCK) && !defined(CONFIG_PREEMPT_RT)\n\
+             \t__raw_spin_lock_init(spinlock_check(lock), name, key, LD_WAIT_CONFIG);\n\
+             #else\n\
+             \t(void)name;\n\t(void)key;\n\tspin_lock_init(lock);\n\
+             #endif",
         )
         .helper(
             "unsigned long kmod_spin_lock_irqsave(spinlock_t *lock)",
@@ -51,7 +69,10 @@ fn main() {
             "void kmod_spin_unlock_irqrestore(spinlock_t *lock, unsigned long flags)",
             "spin_unlock_irqrestore(lock, flags);",
         )
-        .helper("void kmod_mutex_init(struct mutex *lock)", "mutex_init(lock);")
+        .helper(
+            "void kmod_mutex_init(struct mutex *lock, const char *name, struct lock_class_key *key)",
+            "__mutex_init(lock, name, key);",
+        )
         .helper("void kmod_mutex_lock(struct mutex *lock)", "mutex_lock(lock);")
         .helper(
             "void kmod_timer_setup(struct timer_list *timer, void (*callback)(struct timer_list *))",
@@ -62,5 +83,19 @@ fn main() {
             "return msecs_to_jiffies(ms);",
         )
         .helper("void __noreturn kmod_bug(void)", "BUG();")
+        // Every atomic context safe code can enter (irqsave spinlocks,
+        // softirq, hardirq) shows here, PREEMPT_COUNT or not.
+        .helper(
+            "bool kmod_may_sleep(void)",
+            "return !in_atomic() && !irqs_disabled();",
+        )
+        .helper(
+            "unsigned long kmod_local_irq_save(void)",
+            "unsigned long flags;\n\tlocal_irq_save(flags);\n\treturn flags;",
+        )
+        .helper(
+            "void kmod_local_irq_restore(unsigned long flags)",
+            "local_irq_restore(flags);",
+        )
         .build();
 }

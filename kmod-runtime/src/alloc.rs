@@ -2,18 +2,67 @@
 //!
 //! Infallible `alloc` APIs (`Vec::push`, `Box::new`) panic when memory runs
 //! out; use `try_reserve` and [`try_box`] to get [`ENOMEM`] instead.
-//! Allocations use `GFP_KERNEL`, so they may sleep: not in atomic context
-//! (timer callbacks, spinlocked sections). The allocator counts live
-//! allocations, and [`module!`](crate::module!) reports a leak when the
-//! count is not back to zero after the module state was dropped.
+//!
+//! The allocator cannot be told its context, so it asks the kernel: where
+//! sleeping is impossible (interrupts off, as under every
+//! [`SpinLock`](crate::sync::SpinLock) guard; softirq, as in timer
+//! callbacks; hard interrupts; preemption counted off) it allocates with
+//! `GFP_ATOMIC`, elsewhere with `GFP_KERNEL`. Every atomic context safe
+//! code can enter is one of those, so no allocation sleeps where it must
+//! not. [`Flags`] asks for more: [`try_box_in`], [`try_pin_init`] and
+//! [`try_reserve_in`] with [`GFP_ATOMIC`] never sleep, in any context.
+//!
+//! The allocator counts live allocations, and [`module!`](crate::module!)
+//! reports a leak when the count is not back to zero after the module
+//! state was dropped.
 
 use alloc_crate::boxed::Box;
+use alloc_crate::vec::Vec;
 use core::alloc::{GlobalAlloc, Layout};
 use core::ffi::c_void;
+use core::pin::Pin;
 use core::sync::atomic::{AtomicUsize, Ordering};
 
+use pinned_init::PinInit;
+
 use crate::bindings;
-use crate::error::{Result, ENOMEM};
+use crate::error::{Error, Result, ENOMEM};
+
+/// How an allocation may get its memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Flags(Context);
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Context {
+    /// May sleep where the context allows it.
+    MaySleep,
+    /// Never sleeps (and may use the emergency reserves).
+    Atomic,
+}
+
+/// May sleep to reclaim memory (where the context allows it: elsewhere the
+/// allocator uses `GFP_ATOMIC` anyway).
+pub const GFP_KERNEL: Flags = Flags(Context::MaySleep);
+/// Never sleeps: for allocations where waiting is not an option.
+pub const GFP_ATOMIC: Flags = Flags(Context::Atomic);
+
+/// Runs `allocate` so that the global allocator honours `flags`: with
+/// interrupts off, which it reads as atomic context, for [`GFP_ATOMIC`].
+fn with_flags<R>(flags: Flags, allocate: impl FnOnce() -> R) -> R {
+    match flags.0 {
+        Context::MaySleep => allocate(),
+        Context::Atomic => {
+            // SAFETY: interrupts are restored right after; only the
+            // allocation (which then cannot sleep) runs in between.
+            let saved = unsafe { bindings::kmod_local_irq_save() };
+            let result = allocate();
+            // SAFETY: the state saved above, on this CPU (interrupts off
+            // kept the task here).
+            unsafe { bindings::kmod_local_irq_restore(saved) };
+            result
+        }
+    }
+}
 
 struct Kmalloc;
 
@@ -48,10 +97,16 @@ fn kmalloc_size(layout: Layout) -> usize {
 unsafe fn krealloc(pointer: *const c_void, size: usize) -> *mut u8 {
     // SAFETY: forwarded from the caller: `pointer` is null or kmalloc'ed.
     unsafe {
+        // Asked each time: a callback may run in any context.
+        let flags = if bindings::kmod_may_sleep() {
+            bindings::GFP_KERNEL
+        } else {
+            bindings::GFP_ATOMIC
+        };
         #[cfg(kernel_ge = "6.10")]
-        let new = bindings::krealloc_noprof(pointer, size, bindings::GFP_KERNEL);
+        let new = bindings::krealloc_noprof(pointer, size, flags);
         #[cfg(not(kernel_ge = "6.10"))]
-        let new = bindings::krealloc(pointer, size, bindings::GFP_KERNEL);
+        let new = bindings::krealloc(pointer, size, flags);
         new.cast()
     }
 }
@@ -86,19 +141,72 @@ unsafe impl GlobalAlloc for Kmalloc {
 
 /// `Box::new` that returns [`ENOMEM`] instead of panicking.
 pub fn try_box<T>(value: T) -> Result<Box<T>> {
-    let layout = Layout::new::<T>();
-    if layout.size() == 0 {
-        return Ok(Box::new(value));
-    }
-    // SAFETY: the layout has a non-zero size.
-    let pointer = unsafe { alloc_crate::alloc::alloc(layout) }.cast::<T>();
-    if pointer.is_null() {
-        return Err(ENOMEM);
-    }
-    // SAFETY: the global allocator returned memory for a `T`, which Box
-    // frees with the same layout.
+    try_box_in(value, GFP_KERNEL)
+}
+
+/// [`try_box`] with explicit [`Flags`].
+pub fn try_box_in<T>(value: T, flags: Flags) -> Result<Box<T>> {
+    let pointer = allocate::<T>(flags)?;
+    // SAFETY: memory for a `T` from the global allocator, which Box frees
+    // with the same layout.
     unsafe {
         pointer.write(value);
         Ok(Box::from_raw(pointer))
     }
+}
+
+/// A pinned `T` on the heap, initialised in place by `init` (locks, timers
+/// and other objects that point to themselves): [`ENOMEM`] or `init`'s
+/// error.
+pub fn try_pin_init<T, E: From<Error>>(
+    init: impl PinInit<T, E>,
+    flags: Flags,
+) -> Result<Pin<Box<T>>, E> {
+    let pointer = allocate::<T>(flags)?;
+    // SAFETY: `pointer` is valid for a `T` and becomes a pinned Box below
+    // (or is freed untouched): the value never moves.
+    match unsafe { init.__pinned_init(pointer) } {
+        // SAFETY: initialised, from the global allocator with `T`'s layout.
+        Ok(()) => Ok(unsafe { Pin::new_unchecked(Box::from_raw(pointer)) }),
+        Err(error) => {
+            if size_of::<T>() != 0 {
+                // SAFETY: allocated above with this layout; `init` failed,
+                // so there is no `T` to drop.
+                unsafe { alloc_crate::alloc::dealloc(pointer.cast(), Layout::new::<T>()) };
+            }
+            Err(error)
+        }
+    }
+}
+
+/// [`try_pin_init`] for initialisers that cannot fail.
+pub fn pin_init<T>(init: impl PinInit<T>, flags: Flags) -> Result<Pin<Box<T>>> {
+    // SAFETY: forwards to `init`, only changing an error that cannot be.
+    let init = unsafe {
+        pinned_init::pin_init_from_closure(move |slot| match init.__pinned_init(slot) {
+            Ok(()) => Ok(()),
+            Err(never) => match never {},
+        })
+    };
+    try_pin_init::<T, Error>(init, flags)
+}
+
+/// `Vec::try_reserve` with explicit [`Flags`].
+pub fn try_reserve_in<T>(vec: &mut Vec<T>, additional: usize, flags: Flags) -> Result {
+    with_flags(flags, || vec.try_reserve(additional))?;
+    Ok(())
+}
+
+/// Uninitialised memory for a `T` from the global allocator.
+fn allocate<T>(flags: Flags) -> Result<*mut T> {
+    let layout = Layout::new::<T>();
+    if layout.size() == 0 {
+        return Ok(core::ptr::NonNull::dangling().as_ptr());
+    }
+    // SAFETY: the layout has a non-zero size.
+    let pointer = with_flags(flags, || unsafe { alloc_crate::alloc::alloc(layout) });
+    if pointer.is_null() {
+        return Err(ENOMEM);
+    }
+    Ok(pointer.cast())
 }

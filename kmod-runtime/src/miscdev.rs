@@ -3,25 +3,73 @@
 use alloc_crate::boxed::Box;
 use alloc_crate::vec::Vec;
 use core::cell::UnsafeCell;
-use core::ffi::{c_char, c_int, c_void, CStr};
+use core::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void, CStr};
 use core::marker::PhantomData;
+use core::mem::MaybeUninit;
 use core::pin::Pin;
 
-use crate::alloc::try_box;
-use crate::error::{Error, Result, EFAULT};
+use zerocopy::{FromBytes, Immutable, IntoBytes};
+
+use crate::alloc::{self, try_box, GFP_KERNEL};
+use crate::error::{Error, Result, EFAULT, EINVAL, ENOSPC, ENOTTY};
 use crate::sync::Mutex;
-use crate::{bindings, this_module};
+use crate::{bindings, new_mutex, this_module};
 
 /// What each `open` of the device gets. The runtime keeps it in the file
 /// behind a [`Mutex`], so calls on one file never overlap, and drops it on
 /// the last `close` (`release`).
 pub trait File: Sized + Send {
     fn open() -> Result<Self>;
+
     /// Fills `to` (up to `to.len()` bytes); what was written is returned to
-    /// `read(2)`, so nothing written means end of file.
-    fn read(&mut self, to: &mut UserSliceWriter) -> Result;
+    /// `read(2)`, so nothing written means end of file. EINVAL unless
+    /// implemented.
+    fn read(&mut self, to: &mut UserSliceWriter) -> Result {
+        let _ = to;
+        Err(EINVAL)
+    }
+
     /// Takes bytes from `from`; what was taken is returned to `write(2)`.
-    fn write(&mut self, from: &mut UserSliceReader) -> Result;
+    /// EINVAL unless implemented.
+    fn write(&mut self, from: &mut UserSliceReader) -> Result {
+        let _ = from;
+        Err(EINVAL)
+    }
+
+    /// `ioctl(2)` with a command number from [`ioctl`](crate::ioctl), and
+    /// 32-bit callers' through `compat_ioctl` (the argument a pointer as
+    /// well); the result goes to the caller. ENOTTY unless implemented.
+    fn ioctl(&mut self, command: u32, argument: &mut IoctlArgument) -> Result<i32> {
+        let _ = (command, argument);
+        Err(ENOTTY)
+    }
+}
+
+/// An `ioctl(2)` argument: the user buffer of the size the command number
+/// carries.
+pub struct IoctlArgument {
+    pointer: usize,
+    size: usize,
+}
+
+impl IoctlArgument {
+    /// The buffer to read the command's input from.
+    pub fn reader(&self) -> UserSliceReader {
+        UserSliceReader {
+            pointer: self.pointer as *const c_void,
+            remaining: self.size,
+            read: 0,
+        }
+    }
+
+    /// The buffer to write the command's output to.
+    pub fn writer(&self) -> UserSliceWriter {
+        UserSliceWriter {
+            pointer: self.pointer as *mut c_void,
+            remaining: self.size,
+            written: 0,
+        }
+    }
 }
 
 /// A `read(2)` buffer in user memory.
@@ -41,24 +89,46 @@ impl UserSliceWriter {
         self.remaining == 0
     }
 
-    /// Copies all of `data` to the user; [`EFAULT`] if it does not fit or
-    /// the user's memory is not writable.
-    pub fn write(&mut self, data: &[u8]) -> Result {
-        if data.len() > self.remaining {
+    /// Copies as much of `data` as the buffer takes and returns how much
+    /// that was (less than `data.len()` when the buffer is full or its
+    /// end is not writable); [`EFAULT`] if none of it could be written.
+    pub fn write(&mut self, data: &[u8]) -> Result<usize> {
+        let n = data.len().min(self.remaining);
+        // SAFETY: copy_to_user checks the user range itself; `data` has
+        // at least `n` bytes.
+        let missed =
+            unsafe { bindings::kmod_copy_to_user(self.pointer, data.as_ptr().cast(), n as _) };
+        let copied = n - missed as usize;
+        if copied == 0 && n != 0 {
             return Err(EFAULT);
         }
-        // SAFETY: copy_to_user checks the user range itself; `data` is valid.
+        self.advance(copied);
+        Ok(copied)
+    }
+
+    /// Copies all of `value`'s bytes (`T` has no padding: zerocopy's
+    /// `IntoBytes`); [`EFAULT`] if they do not fit or are not writable.
+    pub fn write_value<T: IntoBytes + Immutable>(&mut self, value: &T) -> Result {
+        let bytes = value.as_bytes();
+        if bytes.len() > self.remaining {
+            return Err(EFAULT);
+        }
+        // SAFETY: as in `write`.
         let missed = unsafe {
-            bindings::kmod_copy_to_user(self.pointer, data.as_ptr().cast(), data.len() as _)
+            bindings::kmod_copy_to_user(self.pointer, bytes.as_ptr().cast(), bytes.len() as _)
         };
         if missed != 0 {
             return Err(EFAULT);
         }
-        // SAFETY: still within (or one past) the user's buffer.
-        self.pointer = unsafe { self.pointer.byte_add(data.len()) };
-        self.remaining -= data.len();
-        self.written += data.len();
+        self.advance(bytes.len());
         Ok(())
+    }
+
+    fn advance(&mut self, n: usize) {
+        // SAFETY: still within (or one past) the user's buffer.
+        self.pointer = unsafe { self.pointer.byte_add(n) };
+        self.remaining -= n;
+        self.written += n;
     }
 }
 
@@ -79,9 +149,15 @@ impl UserSliceReader {
         self.remaining == 0
     }
 
-    /// Appends everything left to `into`: [`ENOMEM`](crate::error::ENOMEM)
-    /// if it cannot grow, [`EFAULT`] if the user's memory is not readable.
-    pub fn read_all(&mut self, into: &mut Vec<u8>) -> Result {
+    /// Appends everything left to `into`, which may hold at most
+    /// `capacity` bytes: [`ENOSPC`] (nothing taken) if the rest does not
+    /// fit, so user space cannot size the allocation;
+    /// [`ENOMEM`](crate::error::ENOMEM) if `into` cannot grow, [`EFAULT`]
+    /// if the user's memory is not readable.
+    pub fn read_all(&mut self, into: &mut Vec<u8>, capacity: usize) -> Result {
+        if self.remaining > capacity.saturating_sub(into.len()) {
+            return Err(ENOSPC);
+        }
         into.try_reserve(self.remaining)?;
         let start = into.len();
         // SAFETY: the reservation makes room for `remaining` bytes after
@@ -95,9 +171,36 @@ impl UserSliceReader {
         }
         // SAFETY: the bytes up to `start + remaining` are initialized.
         unsafe { into.set_len(start + self.remaining) };
-        self.read += self.remaining;
-        self.remaining = 0;
+        self.advance(self.remaining);
         Ok(())
+    }
+
+    /// Takes a `T` (valid for any bytes: zerocopy's `FromBytes`);
+    /// [`EFAULT`] if fewer bytes are left or they are not readable.
+    pub fn read_value<T: FromBytes>(&mut self) -> Result<T> {
+        let size = size_of::<T>();
+        if size > self.remaining {
+            return Err(EFAULT);
+        }
+        let mut value = MaybeUninit::<T>::uninit();
+        // SAFETY: `value` has room for `size` bytes; copy_from_user checks
+        // the user range and zeroes what it could not copy.
+        let missed = unsafe {
+            bindings::kmod_copy_from_user(value.as_mut_ptr().cast(), self.pointer, size as _)
+        };
+        if missed != 0 {
+            return Err(EFAULT);
+        }
+        self.advance(size);
+        // SAFETY: all `size` bytes were written, and any bytes are a `T`.
+        Ok(unsafe { value.assume_init() })
+    }
+
+    fn advance(&mut self, n: usize) {
+        // SAFETY: still within (or one past) the user's buffer.
+        self.pointer = unsafe { self.pointer.byte_add(n) };
+        self.remaining -= n;
+        self.read += n;
     }
 }
 
@@ -148,6 +251,10 @@ impl<T: File> Vtable<T> {
         read: Some(read::<T>),
         write: Some(write::<T>),
         release: Some(release::<T>),
+        unlocked_ioctl: Some(ioctl::<T>),
+        // Every command's argument is a pointer: converted, then `ioctl`.
+        #[cfg(kernel_config = "CONFIG_COMPAT")]
+        compat_ioctl: Some(bindings::compat_ptr_ioctl),
         // SAFETY: all-zero is C's `{}`: null pointers and no callback.
         ..unsafe { core::mem::zeroed() }
     };
@@ -170,7 +277,7 @@ unsafe extern "C" fn open<T: File>(
     _inode: *mut bindings::inode,
     file: *mut bindings::file,
 ) -> c_int {
-    match T::open().and_then(Mutex::new_boxed) {
+    match T::open().and_then(|state| alloc::pin_init(new_mutex!(state), GFP_KERNEL)) {
         Ok(state) => {
             // SAFETY: the file is being opened; misc_open put the device in
             // `private_data`, which is ours to replace. The Box stays
@@ -217,6 +324,25 @@ unsafe extern "C" fn write<T: File>(
     match unsafe { state::<T>(file) }.lock().write(&mut from) {
         Ok(()) => from.read as isize,
         Err(error) => error.to_errno() as isize,
+    }
+}
+
+unsafe extern "C" fn ioctl<T: File>(
+    file: *mut bindings::file,
+    command: c_uint,
+    argument: c_ulong,
+) -> c_long {
+    let mut argument = IoctlArgument {
+        pointer: argument as usize,
+        size: crate::ioctl::size(command),
+    };
+    // SAFETY: as in `read`.
+    match unsafe { state::<T>(file) }
+        .lock()
+        .ioctl(command, &mut argument)
+    {
+        Ok(result) => result.into(),
+        Err(error) => error.to_errno().into(),
     }
 }
 

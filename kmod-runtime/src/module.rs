@@ -3,7 +3,9 @@ use crate::Result;
 /// A loaded module's state: built by `init` when the module is loaded,
 /// dropped when it is unloaded, so `Drop` is the exit function and every
 /// resource the state owns (devices, timers, files) is released with it.
-pub trait Module: Sized + Sync {
+/// `Send`: `insmod`'s task builds it and `rmmod`'s drops it; `Sync`: every
+/// callback of the module may look at it from any task.
+pub trait Module: Sized + Send + Sync {
     fn init() -> Result<Self>;
 }
 
@@ -27,7 +29,9 @@ pub trait Module: Sized + Sync {
 /// }
 /// ```
 /// Parameters are read with `params::count.get()`; their kinds are the
-/// kernel's `param_ops_*` names (`int`, `bool`, `charp`).
+/// kernel's `param_ops_*` names (`int`, `bool`, `charp`). A parameter
+/// ending in `, writable` (`level: int = 0, "Verbosity", writable;`) is
+/// mode 0644 in sysfs, a [`Writable`](crate::param::Writable).
 /// `name` must be the crate's name, which Kbuild gives the `.ko`.
 #[macro_export]
 macro_rules! module {
@@ -38,7 +42,7 @@ macro_rules! module {
         author: $author:literal,
         description: $description:literal,
         $(params: {
-            $($param:ident: $kind:ident = $default:expr, $param_description:literal;)+
+            $($param:ident: $kind:ident = $default:expr, $param_description:literal $(, $writable:ident)?;)+
         },)?
     ) => {
         const _: () = ::core::assert!(
@@ -66,18 +70,16 @@ macro_rules! module {
             /// The module's parameters, set by the kernel before `init`.
             pub mod params {
                 $(
-                    #[allow(non_upper_case_globals)]
-                    pub static $param: $crate::param::Param<$crate::param::$kind> =
-                        $crate::param::Param::<$crate::param::$kind>::new($default);
+                    $crate::__kmod_param!($param, $kind, $default $(, $writable)?);
                 )+
             }
 
             #[unsafe(no_mangle)]
             #[unsafe(link_section = "__param")]
             pub static __kmod_params: [$crate::param::KernelParam; [$(::core::stringify!($param)),+].len()] = [
-                $($crate::param::KernelParam::new(
-                    ::core::concat!(::core::stringify!($param), "\0"),
-                    &params::$param,
+                $($crate::__kmod_param!(
+                    @entry ::core::concat!(::core::stringify!($param), "\0"),
+                    &params::$param $(, $writable)?
                 )),+
             ];
         )?
@@ -116,5 +118,27 @@ macro_rules! module {
         #[unsafe(no_mangle)]
         #[unsafe(link_section = ".exit.data")]
         pub static __kmod_exit_addressable: extern "C" fn() = cleanup_module;
+    };
+}
+
+/// One parameter of [`module!`]: read-only, or `writable`.
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kmod_param {
+    ($param:ident, $kind:ident, $default:expr) => {
+        #[allow(non_upper_case_globals)]
+        pub static $param: $crate::param::Param<$crate::param::$kind> =
+            $crate::param::Param::<$crate::param::$kind>::new($default);
+    };
+    ($param:ident, $kind:ident, $default:expr, writable) => {
+        #[allow(non_upper_case_globals)]
+        pub static $param: $crate::param::Writable<$crate::param::$kind> =
+            $crate::param::Writable::<$crate::param::$kind>::new($default);
+    };
+    (@entry $name:expr, $value:expr) => {
+        $crate::param::KernelParam::new($name, $value)
+    };
+    (@entry $name:expr, $value:expr, writable) => {
+        $crate::param::KernelParam::writable($name, $value)
     };
 }

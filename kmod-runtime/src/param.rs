@@ -1,8 +1,11 @@
 //! Module parameters: what C's `module_param` makes, for [`module!`](crate::module!).
 //!
-//! Parameters are read-only in sysfs (mode 0444): the kernel writes them
-//! only while loading the module, before `init`, so reading them needs no
-//! lock.
+//! A [`Param`] is read-only in sysfs (mode 0444): the kernel writes it only
+//! while loading the module, before `init`, so reading it needs no lock. A
+//! [`Writable`] one (mode 0644, `writable` in `module!`) is set through
+//! `/sys/module/<name>/parameters/` at any time, by the kernel's own parser
+//! (a bad value is EINVAL) under `kernel_param_lock`, which its readers
+//! take too: they may sleep, so they are for process context.
 
 use core::cell::UnsafeCell;
 use core::ffi::{c_char, c_int, c_void, CStr};
@@ -85,6 +88,70 @@ impl Param<charp> {
     }
 }
 
+/// A parameter sysfs may set while the module runs.
+#[repr(transparent)]
+pub struct Writable<K: Kind>(UnsafeCell<K::Storage>);
+
+// SAFETY: every access, the kernel's and ours, holds kernel_param_lock.
+unsafe impl<K: Kind> Sync for Writable<K> {}
+
+/// `kernel_param_lock` of this module, held while it lives.
+struct ParamLock;
+
+impl ParamLock {
+    fn new() -> ParamLock {
+        // SAFETY: the module's own `struct module`; a mutex, released in drop.
+        unsafe { bindings::kernel_param_lock(crate::this_module()) };
+        ParamLock
+    }
+}
+
+impl Drop for ParamLock {
+    fn drop(&mut self) {
+        // SAFETY: locked by `new` in this task.
+        unsafe { bindings::kernel_param_unlock(crate::this_module()) };
+    }
+}
+
+impl Writable<int> {
+    pub const fn new(default: c_int) -> Self {
+        Writable(UnsafeCell::new(default))
+    }
+
+    pub fn get(&self) -> c_int {
+        let _lock = ParamLock::new();
+        // SAFETY: see `Sync`.
+        unsafe { *self.0.get() }
+    }
+}
+
+impl Writable<bool> {
+    pub const fn new(default: core::primitive::bool) -> Self {
+        Writable(UnsafeCell::new(default))
+    }
+
+    pub fn get(&self) -> core::primitive::bool {
+        let _lock = ParamLock::new();
+        // SAFETY: see `Sync`.
+        unsafe { *self.0.get() }
+    }
+}
+
+impl Writable<charp> {
+    pub const fn new(default: &'static CStr) -> Self {
+        // As for `Param<charp>`: the kernel never frees the default.
+        Writable(UnsafeCell::new(default.as_ptr().cast_mut()))
+    }
+
+    /// Calls `f` with the string; a write from sysfs frees it, so it is
+    /// only lent while the lock is held.
+    pub fn with<R>(&self, f: impl FnOnce(&CStr) -> R) -> R {
+        let _lock = ParamLock::new();
+        // SAFETY: see `Sync` and `Param<charp>::get`.
+        f(unsafe { CStr::from_ptr(*self.0.get()) })
+    }
+}
+
 /// One entry of the `__param` section.
 #[repr(transparent)]
 pub struct KernelParam(bindings::kernel_param);
@@ -95,17 +162,24 @@ unsafe impl Sync for KernelParam {}
 impl KernelParam {
     /// `name` is NUL-terminated (the macro appends it).
     pub const fn new<K: Kind>(name: &'static str, value: &'static Param<K>) -> Self {
+        Self::entry::<K>(name, value.0.get().cast(), 0o444)
+    }
+
+    /// A [`Writable`] parameter: owner-writable in sysfs.
+    pub const fn writable<K: Kind>(name: &'static str, value: &'static Writable<K>) -> Self {
+        Self::entry::<K>(name, value.0.get().cast(), 0o644)
+    }
+
+    const fn entry<K: Kind>(name: &'static str, arg: *mut c_void, perm: u16) -> Self {
         KernelParam(bindings::kernel_param {
             name: name.as_ptr().cast(),
             mod_: crate::this_module(),
             ops: K::OPS,
-            perm: 0o444,
+            perm,
             // C's module_param: no parsing level, no flags.
             level: -1,
             flags: 0,
-            __bindgen_anon_1: bindings::kernel_param__bindgen_ty_1 {
-                arg: value.0.get().cast::<c_void>(),
-            },
+            __bindgen_anon_1: bindings::kernel_param__bindgen_ty_1 { arg },
         })
     }
 }

@@ -13,6 +13,13 @@ pub trait Show: Sync {
     fn show(&self, file: &mut SeqFile) -> fmt::Result;
 }
 
+/// A timer's data shows itself: the timer keeps running while it is read.
+impl<T: Show> Show for crate::timer::Timer<T> {
+    fn show(&self, file: &mut SeqFile) -> fmt::Result {
+        (**self).show(file)
+    }
+}
+
 /// The `seq_file` being filled: write to it with `write!`.
 pub struct SeqFile(*mut bindings::seq_file);
 

@@ -1,69 +1,63 @@
-//! Kernel timers that call a method of the structure holding them.
+//! Kernel timers that own the data their callback sees.
 
-use core::cell::UnsafeCell;
+use core::ops::Deref;
 use core::pin::Pin;
 
+use pinned_init::{pin_data, pinned_drop, try_pin_init, PinInit};
+
 use crate::bindings;
+use crate::types::Opaque;
 
 /// What a [`Timer`] calls when it expires, in softirq context: no sleeping
-/// (use [`SpinLock`](crate::sync::SpinLock), not `Mutex`, no allocation).
+/// (a [`SpinLock`](crate::sync::SpinLock), not a `Mutex`; allocations there
+/// are atomic by themselves).
+pub trait TimerCallback: Send + Sync + Sized {
+    fn expired(timer: &Timer<Self>);
+}
+
+/// A `struct timer_list` and the data `T` its callback gets.
 ///
-/// # Safety
-/// `timer` returns a field of `self`, so that the timer is dropped (and
-/// stopped) before the rest of `self` goes away.
-pub unsafe trait TimerCallback: Sync + Sized {
-    fn timer(&self) -> &Timer;
-    fn expired(&self);
-}
-
-/// `struct timer_list`, stopped for good (`timer_shutdown_sync`) when
-/// dropped: a running callback is waited for and cannot re-arm it.
+/// Only built in place ([`Timer::new`]) and `!Unpin`, so it never moves
+/// while the timer wheel may point to it. Its drop stops the timer for good
+/// (`timer_shutdown_sync`: a running callback is waited for and cannot
+/// re-arm it) before `T` is dropped: the callback never sees a dropped `T`.
+#[pin_data(PinnedDrop)]
 #[repr(C)]
-pub struct Timer {
+pub struct Timer<T> {
     // First field: the callback casts the `timer_list` back to its `Timer`.
-    list: UnsafeCell<bindings::timer_list>,
-    owner: UnsafeCell<*const ()>,
+    #[pin]
+    list: Opaque<bindings::timer_list>,
+    #[pin]
+    data: T,
 }
 
-// SAFETY: the kernel serializes the timer's own operations; `owner` is
-// written once, before the timer is armed.
-unsafe impl Sync for Timer {}
-unsafe impl Send for Timer {}
+// SAFETY: the kernel serialises the timer's own operations; `T` is what
+// moves with it.
+unsafe impl<T: Send> Send for Timer<T> {}
+// SAFETY: the callback runs on any CPU with `&T`, which `T: Sync` allows.
+unsafe impl<T: Sync> Sync for Timer<T> {}
 
-impl Timer {
-    /// A timer that does nothing until [`Timer::setup`].
-    pub fn new() -> Self {
-        Timer {
-            list: UnsafeCell::new(bindings::timer_list::default()),
-            owner: UnsafeCell::new(core::ptr::null()),
-        }
+impl<T: TimerCallback> Timer<T> {
+    /// An initialiser of a timer (not armed) around what `data`
+    /// initialises.
+    pub fn new<E>(data: impl PinInit<T, E>) -> impl PinInit<Self, E> {
+        try_pin_init!(Self {
+            // SAFETY: timer_setup initialises the `timer_list` in place, at
+            // its final address.
+            list <- unsafe {
+                Opaque::ffi_init(|list| bindings::kmod_timer_setup(list, Some(expired::<T>)))
+            },
+            data <- data,
+        }? E)
     }
+}
 
-    /// Makes the timer call `owner.expired()`; `owner` is pinned, so it
-    /// stays where the callback will look for it.
-    ///
-    /// # Panics
-    /// If the timer was already set up (it might be armed).
-    pub fn setup<T: TimerCallback>(owner: Pin<&T>) {
-        let timer = owner.timer();
-        // SAFETY: nothing but `setup` writes the callback.
-        assert!(
-            unsafe { (*timer.list.get()).function.is_none() },
-            "timer set up twice"
-        );
-        // SAFETY: never set up, so never armed: nothing reads `owner`
-        // concurrently; timer_setup initializes the `timer_list` in place.
-        unsafe {
-            *timer.owner.get() = (&raw const *owner).cast();
-            bindings::kmod_timer_setup(timer.list.get(), Some(expired::<T>));
-        }
-    }
-
+impl<T> Timer<T> {
     /// (Re-)arms the timer to expire in `milliseconds`.
     pub fn schedule(&self, milliseconds: u32) {
         // SAFETY: `jiffies` is a word the timer interrupt updates, so it is
-        // read volatile, as C declares it; `setup` initialized the timer,
-        // and mod_timer may be called from any context, the callback too.
+        // read volatile, as C declares it; `new` initialised the timer, and
+        // mod_timer may be called from any context, the callback too.
         unsafe {
             let now = (&raw const bindings::jiffies).read_volatile();
             let expires = now + bindings::kmod_msecs_to_jiffies(milliseconds);
@@ -72,32 +66,23 @@ impl Timer {
     }
 }
 
-impl Default for Timer {
-    fn default() -> Self {
-        Timer::new()
+impl<T> Deref for Timer<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.data
     }
 }
 
-impl Drop for Timer {
-    fn drop(&mut self) {
-        // SAFETY: a set-up timer is shut down; one never set up (no
-        // callback) was never armed and needs nothing.
-        unsafe {
-            if (*self.list.get()).function.is_some() {
-                bindings::timer_shutdown_sync(self.list.get());
-            }
-        }
+#[pinned_drop]
+impl<T> PinnedDrop for Timer<T> {
+    fn drop(self: Pin<&mut Self>) {
+        // SAFETY: initialised by `new`; fields are dropped only after this.
+        unsafe { bindings::timer_shutdown_sync(self.list.get()) };
     }
 }
 
 unsafe extern "C" fn expired<T: TimerCallback>(list: *mut bindings::timer_list) {
-    // SAFETY: `list` is the first field of a `#[repr(C)] Timer` whose
-    // `owner` `setup` set to a pinned `T` that outlives the timer.
-    unsafe {
-        let timer = list.cast::<Timer>();
-        (*(*timer).owner.get())
-            .cast::<T>()
-            .as_ref_unchecked()
-            .expired();
-    }
+    // SAFETY: `list` is the first field of a `#[repr(C)] Timer<T>` set up
+    // by `new`, alive until its drop has shut the timer down.
+    T::expired(unsafe { &*list.cast::<Timer<T>>() });
 }

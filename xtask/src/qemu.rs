@@ -37,6 +37,7 @@ use std::{
     fmt::Write as _,
     fs::{self, File, OpenOptions},
     io::{self, BufWriter, Read, Write},
+    os::unix::fs::PermissionsExt,
     process::{Child, Command, ExitStatus, Stdio},
     sync::{Once, OnceLock},
     thread::{self, JoinHandle},
@@ -112,6 +113,8 @@ pub struct Guest {
     timeout: Option<Duration>,
     /// Appended to the kernel command line (`module.sig_enforce=1`).
     cmdline: Vec<String>,
+    /// CPUs the guest boots with.
+    cpus: u32,
 }
 
 /// What a finished guest printed.
@@ -143,6 +146,7 @@ impl Guest {
             files: Vec::new(),
             timeout: None,
             cmdline: Vec::new(),
+            cpus: 1,
         }
     }
 
@@ -152,8 +156,16 @@ impl Guest {
         self
     }
 
+    /// Boots with `cpus` CPUs instead of one, for tests where a race
+    /// between CPUs could show.
+    pub fn cpus(&mut self, cpus: u32) -> &mut Self {
+        self.cpus = cpus;
+        self
+    }
+
     /// Adds a host file to the initramfs at `/modules/<file name>` (e.g. a
-    /// `.ko`). It is read when the guest runs.
+    /// `.ko`, or a static program, which stays executable). It is read when
+    /// the guest runs.
     pub fn file(&mut self, host_path: &Utf8Path) -> &mut Self {
         self.files.push(host_path.to_owned());
         self
@@ -182,15 +194,16 @@ impl Guest {
         };
         let initramfs = self.build_initramfs(script)?;
         let accel = select_accel(&qemu, self.arch, &self.vmlinuz)?;
-        boot(
-            &qemu,
-            self.arch,
-            &self.vmlinuz,
-            initramfs.path(),
-            &self.cmdline.join(" "),
+        boot(Boot {
+            qemu: &qemu,
+            arch: self.arch,
+            vmlinuz: &self.vmlinuz,
+            initramfs: initramfs.path(),
+            extra_cmdline: &self.cmdline.join(" "),
             accel,
             timeout,
-        )
+            cpus: self.cpus,
+        })
     }
 
     /// Writes the initramfs to a temporary file, deleted when dropped.
@@ -210,7 +223,13 @@ impl Guest {
                 bail!("two guest files are named {name} (last one: {host})");
             }
             let data = fs::read(host).with_context(|| format!("reading guest file {host}"))?;
-            entries.push(Entry::file(&path, 0o644, data));
+            // Programs (the tests' static clients) stay executable.
+            let mode = fs::metadata(host)
+                .with_context(|| format!("reading guest file {host}"))?
+                .permissions()
+                .mode();
+            let mode = if mode & 0o111 != 0 { 0o755 } else { 0o644 };
+            entries.push(Entry::file(&path, mode, data));
         }
 
         let tmp = tempfile::Builder::new()
@@ -384,23 +403,39 @@ fn arm64_busybox() -> Result<Utf8PathBuf> {
     Ok(busybox)
 }
 
-fn boot(
-    qemu: &Utf8Path,
+/// One QEMU run: the machine, what it boots and how long it may take.
+#[derive(Clone, Copy)]
+struct Boot<'a> {
+    qemu: &'a Utf8Path,
     arch: GuestArch,
-    vmlinuz: &Utf8Path,
-    initramfs: &std::path::Path,
-    extra_cmdline: &str,
+    vmlinuz: &'a Utf8Path,
+    initramfs: &'a std::path::Path,
+    extra_cmdline: &'a str,
     accel: Accel,
     timeout: Duration,
-) -> Result<GuestLog> {
+    cpus: u32,
+}
+
+fn boot(spec: Boot<'_>) -> Result<GuestLog> {
+    let Boot {
+        qemu,
+        arch,
+        vmlinuz,
+        initramfs,
+        extra_cmdline,
+        accel,
+        timeout,
+        cpus,
+    } = spec;
     let (machine, mem, base_cmdline) = arch.machine();
     let cmdline = format!("{base_cmdline} {extra_cmdline}");
     let cmdline = cmdline.trim_end();
+    let cpus = cpus.to_string();
     let mut cmd = Command::new(qemu);
     cmd.args(["-nodefaults", "-no-user-config", "-no-reboot"])
         .args(machine)
         .args(accel.args())
-        .args(["-m", mem, "-smp", "1"])
+        .args(["-m", mem, "-smp", &cpus])
         .args(["-display", "none", "-monitor", "none", "-serial", "stdio"])
         .arg("-kernel")
         .arg(vmlinuz)
@@ -578,15 +613,16 @@ fn probe_kvm(qemu: &Utf8Path, vmlinuz: &Utf8Path) -> (Accel, String) {
     let probe = Guest::new(vmlinuz)
         .build_initramfs("true")
         .and_then(|initramfs| {
-            boot(
+            boot(Boot {
                 qemu,
-                GuestArch::host(),
+                arch: GuestArch::host(),
                 vmlinuz,
-                initramfs.path(),
-                "",
-                Accel::Kvm,
-                KVM_PROBE_TIMEOUT,
-            )
+                initramfs: initramfs.path(),
+                extra_cmdline: "",
+                accel: Accel::Kvm,
+                timeout: KVM_PROBE_TIMEOUT,
+                cpus: 1,
+            })
         });
     match probe {
         Ok(log) => (

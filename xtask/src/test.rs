@@ -17,6 +17,7 @@ mod damaged;
 mod examples;
 mod new_project;
 mod ship;
+mod soundness;
 mod trust;
 use crate::{project_root, status};
 
@@ -113,8 +114,12 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     for tree in &trees {
-        let result = examples::run(tree);
+        let result = examples::run(&sh, tree);
         results.record(format!("boot::examples::{}", tree.release), result);
+        results.record(
+            format!("compile_fail::soundness::{}", tree.release),
+            soundness::run(tree),
+        );
     }
     ship::run(&sh, &trees, &hello, &mut results);
     new_project::run(&sh, &trees, &mut results);
@@ -169,6 +174,14 @@ fn suite_needs() -> Vec<Need> {
         Need::program("openssl", "openssl"),
         Need::program("dkms", "dkms"),
         Need::program("g++", "g++"),
+        // The counter example's static 32-bit client (gcc-multilib conflicts
+        // with the cross compilers, gcc-12-multilib does not).
+        Need::new("32-bit libc", "libc6-dev-i386", || {
+            Utf8PathBuf::from("/usr/lib32/libc.a").is_file()
+        }),
+        Need::new("gcc's 32-bit runtime", "gcc-12-multilib", || {
+            Utf8PathBuf::from("/usr/lib/gcc/x86_64-linux-gnu/12/32/libgcc.a").is_file()
+        }),
         Need::program("xz", "xz-utils"),
     ]);
     needs

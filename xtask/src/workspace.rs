@@ -3,7 +3,7 @@
 
 use anyhow::Result;
 use camino::Utf8PathBuf;
-use kmod_build::driver::{self, select, Human, Project};
+use kmod_build::driver::{self, select, Event, Human, Project, Reporter};
 use kmod_build::KernelTree;
 
 use crate::project_root;
@@ -37,7 +37,58 @@ impl ModuleCrate {
             &self.project,
             &self.module,
             tree,
+            &[],
             &Human,
+        )?)
+    }
+}
+
+/// What a build said, kept: cargo's diagnostics as rustc rendered them
+/// (the reporter asks cargo for JSON), for tests of what must not compile.
+#[derive(Default)]
+pub struct Diagnostics(std::sync::Mutex<Vec<String>>);
+
+impl Diagnostics {
+    pub fn rendered(&self) -> String {
+        self.0.lock().map(|d| d.join("")).unwrap_or_default()
+    }
+}
+
+impl Reporter for Diagnostics {
+    fn report(&self, event: Event<'_>) {
+        match event {
+            Event::Cargo(line) => {
+                let message: serde_json::Value = serde_json::from_str(line).unwrap_or_default();
+                if let Some(rendered) = message["message"]["rendered"].as_str() {
+                    if let Ok(mut kept) = self.0.lock() {
+                        kept.push(rendered.to_owned());
+                    }
+                }
+            }
+            other => Human.report(other),
+        }
+    }
+
+    fn cargo_message_format(&self) -> &'static str {
+        "json"
+    }
+}
+
+impl ModuleCrate {
+    /// [`ModuleCrate::build`] with the crate's `features`, reporting to
+    /// `reporter`.
+    pub fn build_with(
+        &self,
+        tree: &KernelTree,
+        features: &[String],
+        reporter: &dyn Reporter,
+    ) -> Result<Utf8PathBuf> {
+        Ok(driver::build_for(
+            &self.project,
+            &self.module,
+            tree,
+            features,
+            reporter,
         )?)
     }
 }

@@ -8,7 +8,7 @@ extern crate alloc;
 
 use alloc::vec::Vec;
 
-use kmod_runtime::error::{EINVAL, ENOSPC};
+use kmod_runtime::error::EINVAL;
 use kmod_runtime::miscdev::{File, Registration, UserSliceReader, UserSliceWriter};
 use kmod_runtime::{pr_info, Result};
 
@@ -57,19 +57,15 @@ impl File for Text {
     }
 
     fn read(&mut self, to: &mut UserSliceWriter) -> Result {
-        let unread = &self.bytes[self.read..];
-        let n = unread.len().min(to.len());
-        to.write(&unread[..n])?;
-        self.read += n;
+        // As much as the reader's buffer takes.
+        self.read += to.write(&self.bytes[self.read..])?;
         Ok(())
     }
 
     fn write(&mut self, from: &mut UserSliceReader) -> Result {
-        if self.bytes.len() + from.len() > CAPACITY {
-            return Err(ENOSPC);
-        }
         let start = self.bytes.len();
-        from.read_all(&mut self.bytes)?;
+        // ENOSPC past CAPACITY: the writer cannot size the allocation.
+        from.read_all(&mut self.bytes, CAPACITY)?;
         if core::str::from_utf8(&self.bytes[start..]).is_err() {
             self.bytes.truncate(start);
             return Err(EINVAL);

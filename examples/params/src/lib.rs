@@ -1,6 +1,7 @@
 //! Module parameters: `insmod params.ko greetings=3 shout=1 whom=kernel`
 //! sets them, `/sys/module/params/parameters/` shows them, and `init`
 //! builds its greeting from them in a `String` on the kernel's allocator.
+//! `level` is writable there while the module runs; unloading logs it.
 #![no_std]
 
 extern crate alloc;
@@ -21,6 +22,7 @@ kmod_runtime::module! {
         greetings: int = 1, "How many times to greet (0 to 10)";
         shout: bool = false, "Greet in capitals";
         whom: charp = c"world", "Whom to greet";
+        level: int = 0, "A level sysfs may change while loaded", writable;
     },
 }
 
@@ -54,6 +56,7 @@ impl kmod_runtime::Module for Params {
 
 impl Drop for Params {
     fn drop(&mut self) {
-        pr_info!("unloaded");
+        // Whatever sysfs last set.
+        pr_info!("unloaded at level {}", params::level.get());
     }
 }

@@ -4,16 +4,15 @@
 //! for a running callback) before the counter is freed.
 #![no_std]
 
-extern crate alloc;
-
-use alloc::boxed::Box;
 use core::fmt::{self, Write};
 
-use kmod_runtime::alloc::try_box;
+use kmod_runtime::alloc::{pin_init, GFP_KERNEL};
+use kmod_runtime::pinned_init::pin_init;
 use kmod_runtime::procfs::{ProcFile, SeqFile, Show};
 use kmod_runtime::sync::SpinLock;
 use kmod_runtime::timer::{Timer, TimerCallback};
-use kmod_runtime::{pr_info, Result};
+use kmod_runtime::{new_spinlock, pr_info, Result};
+use pinned_init::pin_data;
 
 kmod_runtime::module! {
     type: Ticker,
@@ -27,27 +26,23 @@ kmod_runtime::module! {
 }
 
 struct Ticker {
-    file: ProcFile<Counter>,
+    file: ProcFile<Timer<Counter>>,
 }
 
 /// Shared by the timer callback (softirq) and `/proc` readers (process
-/// context): the spinlock disables interrupts while held.
+/// context): the spinlock disables interrupts while held. The timer owns
+/// it and stops before it is dropped.
+#[pin_data]
 struct Counter {
-    // Dropped first: the timer stops before the rest goes away.
-    timer: Timer,
     period_ms: u32,
+    #[pin]
     ticks: SpinLock<u64>,
 }
 
-// SAFETY: `timer` is a field of `Counter`.
-unsafe impl TimerCallback for Counter {
-    fn timer(&self) -> &Timer {
-        &self.timer
-    }
-
-    fn expired(&self) {
-        *self.ticks.lock() += 1;
-        self.timer.schedule(self.period_ms);
+impl TimerCallback for Counter {
+    fn expired(timer: &Timer<Self>) {
+        *timer.ticks.lock() += 1;
+        timer.schedule(timer.period_ms);
     }
 }
 
@@ -61,13 +56,14 @@ impl Show for Counter {
 impl kmod_runtime::Module for Ticker {
     fn init() -> Result<Self> {
         let period_ms = params::period_ms.get().clamp(1, 10_000) as u32;
-        let counter = Box::into_pin(try_box(Counter {
-            timer: Timer::new(),
-            period_ms,
-            ticks: SpinLock::new(0),
-        })?);
-        Timer::setup(counter.as_ref());
-        counter.timer.schedule(period_ms);
+        let counter = pin_init(
+            Timer::new(pin_init!(Counter {
+                period_ms,
+                ticks <- new_spinlock!(0),
+            })),
+            GFP_KERNEL,
+        )?;
+        counter.schedule(period_ms);
         // On failure `counter` is dropped, which stops the timer.
         let file = ProcFile::create(c"ticker", counter)?;
         pr_info!("ticking every {period_ms} ms in /proc/ticker");

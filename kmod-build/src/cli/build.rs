@@ -34,6 +34,9 @@ pub struct Args {
     key: Option<Utf8PathBuf>,
     #[arg(long, requires = "sign", value_name = "CERT")]
     cert: Option<Utf8PathBuf>,
+    /// Cargo features of the module crate to enable (comma-separated or repeated).
+    #[arg(short = 'F', long, value_delimiter = ',', value_name = "FEATURES")]
+    features: Vec<String>,
 }
 
 impl Args {
@@ -52,6 +55,7 @@ impl Args {
             all_kernels: self.all_kernels,
             install_prerequisites: !self.no_install,
             sign,
+            features: self.features,
         };
         driver::build(&project, module, &options, global.reporter()).map(drop)
     }

@@ -27,6 +27,8 @@ pub struct BuildOptions {
     pub install_prerequisites: bool,
     /// Sign each module with this pair.
     pub sign: Option<SigningKey>,
+    /// Cargo features of the module crate to enable.
+    pub features: Vec<String>,
 }
 
 /// Builds `module` for the trees `options` name; the checked modules, in
@@ -55,7 +57,9 @@ pub fn build(
     let mut stale = Vec::new();
     for tree in &trees {
         // The fingerprint does not cover keys: a signed build always signs.
-        if options.sign.is_none() && fingerprint(project, module, tree).is_fresh() {
+        if options.sign.is_none()
+            && fingerprint(project, module, tree, &options.features).is_fresh()
+        {
             let artifact = Artifact {
                 module: module.name.clone(),
                 release: tree.release.clone(),
@@ -162,7 +166,7 @@ fn build_in_parallel<'a>(
                 let build = move || {
                     // A broken tree never reaches make.
                     doctor::diagnose(tree).into_result(tree)?;
-                    let ko = build_for(project, module, tree, reporter)?;
+                    let ko = build_for(project, module, tree, &options.features, reporter)?;
                     if let Some(pair) = &options.sign {
                         if let Err(error) = sign::sign(&ko, pair, tree, &ko, reporter) {
                             remove_if_exists(&ko)?;
@@ -200,7 +204,12 @@ fn build_in_parallel<'a>(
 }
 
 /// Everything the `.ko` for `tree` was built from.
-fn fingerprint(project: &Project, module: &ModuleCrate, tree: &KernelTree) -> Fingerprint {
+fn fingerprint(
+    project: &Project,
+    module: &ModuleCrate,
+    tree: &KernelTree,
+    features: &[String],
+) -> Fingerprint {
     let out = project.output_dir(tree);
     Fingerprint {
         stamp: out.join(format!("{}.fingerprint", module.name)),
@@ -211,6 +220,7 @@ fn fingerprint(project: &Project, module: &ModuleCrate, tree: &KernelTree) -> Fi
             .map(|file| tree.path.join(file))
             .collect(),
         workspace_inputs: project.inputs(),
+        features: features.to_vec(),
     }
 }
 
@@ -224,13 +234,14 @@ fn staticlib(project: &Project, module: &ModuleCrate, tree: &KernelTree) -> Utf8
     ))
 }
 
-/// Compiles, links and checks `module` for `tree`, whatever the
-/// fingerprint says; returns the installed `.ko`. A module that fails a
-/// check is not left at the output path.
+/// Compiles (with the crate's `features`), links and checks `module` for
+/// `tree`, whatever the fingerprint says; returns the installed `.ko`. A
+/// module that fails a check is not left at the output path.
 pub fn build_for(
     project: &Project,
     module: &ModuleCrate,
     tree: &KernelTree,
+    features: &[String],
     reporter: &dyn Reporter,
 ) -> Result<Utf8PathBuf> {
     let name = &module.name;
@@ -256,6 +267,7 @@ pub fn build_for(
         sysroot: &sysroot,
         tree,
         flags: &flags,
+        features,
     }
     .run(reporter)?;
 
@@ -299,7 +311,7 @@ pub fn build_for(
         });
     }
     install(&linked.ko, &ko)?;
-    fingerprint(project, module, tree).record()?;
+    fingerprint(project, module, tree, features).record()?;
     Ok(ko)
 }
 

@@ -68,6 +68,8 @@ pub(crate) struct Compile<'a> {
     pub sysroot: &'a Utf8Path,
     pub tree: &'a KernelTree,
     pub flags: &'a RustFlags,
+    /// Cargo features of the module crate.
+    pub features: &'a [String],
 }
 
 impl Compile<'_> {
@@ -87,6 +89,12 @@ impl Compile<'_> {
             .arg("--target-dir")
             .arg(self.target_dir)
             .args(profile_args())
+            .args(
+                (!self.features.is_empty())
+                    .then(|| ["--features".to_owned(), self.features.join(",")])
+                    .into_iter()
+                    .flatten(),
+            )
             .env(crate::KERNEL_ENV, &self.tree.path)
             .env(crate::CACHE_ENV, self.cache_dir)
             .stdout(Stdio::piped());

@@ -18,6 +18,8 @@ pub(crate) struct Fingerprint {
     pub dep_info: Utf8PathBuf,
     pub tree_files: Vec<Utf8PathBuf>,
     pub workspace_inputs: Vec<Utf8PathBuf>,
+    /// The crate's enabled features: another set is another build.
+    pub features: Vec<String>,
 }
 
 impl Fingerprint {
@@ -54,6 +56,7 @@ impl Fingerprint {
             files_under(input, &mut files);
         }
         let mut hash = StableHash::new();
+        hash.parts(&self.features);
         for file in &files {
             let stamp = file_stamp(file);
             if stamp == "-" {

@@ -4,19 +4,23 @@
 //! `panics` fixture to see the panic handler at work.
 
 use anyhow::{ensure, Context, Result};
-use camino::Utf8Path;
+use camino::{Utf8Path, Utf8PathBuf};
 use kmod_build::KernelTree;
+use xshell::Shell;
 
 use super::ensure_clean;
 use crate::qemu::{Guest, GuestLog};
 use crate::workspace::ModuleCrate;
 
-const EXAMPLES: &[&str] = &["params", "chardev", "ticker"];
+const EXAMPLES: &[&str] = &["params", "chardev", "ticker", "counter"];
 
 const SCRIPT: &str = r#"
 section params_refused insmod /modules/params.ko greetings=99
 section params_load insmod /modules/params.ko greetings=3 shout=1 whom=kernel
 section params_sysfs sh -c 'for p in greetings shout whom; do echo "$p=$(cat /sys/module/params/parameters/$p)"; done'
+section params_level_set sh -c 'echo 7 >/sys/module/params/parameters/level && cat /sys/module/params/parameters/level'
+section params_level_bad sh -c 'echo seven >/sys/module/params/parameters/level'
+section params_modes sh -c 'cd /sys/module/params/parameters && stat -c "%a %n" greetings level'
 section params_unload rmmod params
 section params_gone ls -d /sys/module/params
 
@@ -43,23 +47,36 @@ section ticker_second cat /proc/ticker
 section ticker_unload rmmod ticker
 sleep 0.5
 section ticker_gone ls -d /proc/ticker /sys/module/ticker
+section counter_load insmod /modules/counter.ko
+section counter_64 /modules/counter-client
+section counter_32 /modules/counter-client-32
+section counter_unload rmmod counter
+section counter_gone ls -d /dev/counter /sys/module/counter
+
 section lsmod lsmod
 section log dmesg -r
 "#;
 
 /// Builds the examples for `tree`, boots it once and checks each one.
-pub fn run(tree: &KernelTree) -> Result<()> {
+pub fn run(sh: &Shell, tree: &KernelTree) -> Result<()> {
     let vmlinuz = tree.image();
     let mut guest = Guest::new(&vmlinuz);
+    // Two CPUs: the ticker's timer and its readers, and each lock's users,
+    // can then meet for real.
+    guest.cpus(2);
     for name in EXAMPLES {
         let ko = ModuleCrate::find(name)?.build(tree)?;
         guest.file(&ko);
+    }
+    for client in counter_clients(sh, tree)? {
+        guest.file(&client);
     }
     let log = guest.run(SCRIPT)?;
     let kernel_log = log.expect_section("log")?.output;
     params(&log, kernel_log).context("params")?;
     chardev(&log, kernel_log).context("chardev")?;
     ticker(&log, kernel_log).context("ticker")?;
+    counter(&log, kernel_log).context("counter")?;
     ensure!(
         log.expect_section("lsmod")?.output.lines().count() <= 1,
         "modules left loaded:\n{}",
@@ -159,6 +176,8 @@ fn params(log: &GuestLog, kernel_log: &str) -> Result<()> {
         &[
             ("params_load", ""),
             ("params_sysfs", "greetings=3\nshout=Y\nwhom=kernel\n"),
+            ("params_level_set", "7\n"),
+            ("params_modes", "444 greetings\n644 level\n"),
             ("params_unload", ""),
         ],
     )?;
@@ -174,7 +193,10 @@ fn params(log: &GuestLog, kernel_log: &str) -> Result<()> {
             &format!("] params: {number}/3: HELLO, KERNEL"),
         )?;
     }
-    expect_logged(kernel_log, 6, "] params: unloaded")?;
+    // The kernel's parser refuses what is not an int; the module saw the
+    // value sysfs set.
+    expect_failure(log, &[("params_level_bad", "Invalid argument")])?;
+    expect_logged(kernel_log, 6, "] params: unloaded at level 7")?;
     expect_failure(log, &[("params_gone", "")])
 }
 
@@ -249,4 +271,52 @@ fn ticker(log: &GuestLog, kernel_log: &str) -> Result<()> {
         "stopped after {stopped} ticks, fewer than the {second} read before"
     );
     expect_failure(log, &[("ticker_gone", "")])
+}
+
+/// `examples/counter/client.c`, static, for the guest: as a 64-bit program
+/// and as a 32-bit one (which goes through `compat_ioctl`).
+fn counter_clients(sh: &Shell, tree: &KernelTree) -> Result<[Utf8PathBuf; 2]> {
+    let source = crate::project_root().join("examples/counter/client.c");
+    let out = ModuleCrate::find("counter")?.output_dir(tree);
+    let (client, client_32) = (out.join("counter-client"), out.join("counter-client-32"));
+    xshell::cmd!(sh, "gcc -static -O2 -Wall -Werror -o {client} {source}")
+        .run()
+        .context("building the 64-bit counter client (apt-get install gcc libc6-dev)")?;
+    // x86's <asm/*.h> serve both widths; gcc-multilib, which links them
+    // into /usr/include, conflicts with every cross compiler, so they are
+    // looked for after the 32-bit headers instead.
+    let asm = "/usr/include/x86_64-linux-gnu";
+    xshell::cmd!(
+        sh,
+        "gcc -m32 -static -O2 -Wall -Werror -idirafter {asm} -o {client_32} {source}"
+    )
+    .run()
+    .context(
+        "building the 32-bit counter client (apt-get install libc6-dev-i386 gcc-12-multilib)",
+    )?;
+    Ok([client, client_32])
+}
+
+fn counter(log: &GuestLog, kernel_log: &str) -> Result<()> {
+    // The same answers for both: the 32-bit client's calls went through
+    // compat_ioctl. `client.c` computes the numbers with C's macros.
+    let expected = "get 41\n\
+                    add 1 -> 42\n\
+                    add max: Value too large for defined data type\n\
+                    after reset 0\n\
+                    get32: Inappropriate ioctl for device\n\
+                    unknown: Inappropriate ioctl for device\n\
+                    bad pointer: Bad address\n\
+                    other open 0\n";
+    expect_output(
+        log,
+        &[
+            ("counter_load", ""),
+            ("counter_64", expected),
+            ("counter_32", expected),
+            ("counter_unload", ""),
+        ],
+    )?;
+    expect_logged(kernel_log, 6, "] counter: registered /dev/counter")?;
+    expect_failure(log, &[("counter_gone", "")])
 }
