@@ -8,8 +8,9 @@ use std::time::{Duration, Instant};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::config::Config;
+use crate::distro::{compiler_package, fix_at, install, Piece};
 use crate::error::{Error, Result};
-use crate::tree::{KernelTree, Layout};
+use crate::tree::KernelTree;
 
 /// One thing that keeps a tree from building a module.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,20 +54,6 @@ impl Diagnosis {
             }),
         }
     }
-}
-
-/// What kind of piece is missing, which decides what provides it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Piece {
-    /// Kbuild sources: Makefiles, `scripts/*`, headers.
-    Source,
-    /// What `make modules_prepare` generates: `auto.conf`, `autoconf.h`,
-    /// `utsrelease.h`, the module linker script.
-    Generated,
-    /// Host programs Kbuild runs: `fixdep`, `modpost`, `objtool`.
-    HostTool,
-    /// `Module.symvers`, written only by a full kernel build.
-    Symvers,
 }
 
 /// Checks `tree` and the machine's tools for it: required files, host
@@ -176,7 +163,7 @@ fn missing(tree: &KernelTree, path: Utf8PathBuf, role: &str, piece: Piece) -> Pr
     Problem {
         subject: path.to_string(),
         why: format!("missing from the kernel-devel tree ({role})"),
-        fix: fix_at(tree, piece, Some(&path)),
+        fix: fix_at(&tree.packaged(), piece, Some(&path)),
         path: Some(path),
     }
 }
@@ -218,7 +205,7 @@ fn host_tool_problems(tree: &KernelTree) -> Vec<Problem> {
                 problems.push(Problem {
                     subject: path.to_string(),
                     why,
-                    fix: fix_at(tree, Piece::HostTool, Some(&path)),
+                    fix: fix_at(&tree.packaged(), Piece::HostTool, Some(&path)),
                     path: Some(path),
                 });
             }
@@ -368,7 +355,8 @@ pub fn machine_problems(tree: &KernelTree) -> Vec<Problem> {
     let mut problems = Vec::new();
     let compiler = tree.compiler();
     if find_program(&compiler.command).is_none() {
-        let package = compiler_package(&compiler.command, compiler.is_clang);
+        let native = crate::tree::arch_targets(crate::host_arch()).map(|(_, _, triplet)| triplet);
+        let package = compiler_package(&compiler.command, compiler.is_clang, native);
         problems.push(Problem {
             subject: compiler.command.clone(),
             path: None,
@@ -441,173 +429,9 @@ fn find_program(program: &str) -> Option<Utf8PathBuf> {
         .find(|candidate| candidate.is_file())
 }
 
-/// The package with `command`: `x86_64-linux-gnu-gcc-12` is in `gcc-12`,
-/// a cross compiler `aarch64-linux-gnu-gcc-12` in `gcc-12-aarch64-linux-gnu`.
-fn compiler_package(command: &str, is_clang: bool) -> String {
-    if is_clang {
-        return "clang lld llvm".to_owned();
-    }
-    let Some(at) = command.find("gcc") else {
-        return command.to_owned();
-    };
-    let triplet = command[..at].trim_end_matches('-');
-    let native = crate::tree::arch_targets(crate::host_arch()).map(|(_, _, t)| t);
-    if triplet.is_empty() || Some(triplet) == native {
-        command[at..].to_owned()
-    } else {
-        format!("{}-{triplet}", &command[at..])
-    }
-}
-
-/// The install command for `packages` on a layout's distro.
-fn install(layout: Layout, packages: &str) -> String {
-    match layout {
-        Layout::Debian => format!("apt-get install {packages}"),
-        Layout::Fedora => format!("dnf install {packages}"),
-        Layout::Arch => format!("pacman -S {packages}"),
-        Layout::OpenSuse => format!("zypper install {packages}"),
-        _ => format!("install {packages}"),
-    }
-}
-
-/// What provides a missing `piece` of `tree`, for [`KernelTree`]'s own errors.
-pub(crate) fn fix_for(tree: &KernelTree, piece: Piece) -> String {
-    fix_at(tree, piece, None)
-}
-
-/// What provides `piece` at `path` on the tree's distro.
-fn fix_at(tree: &KernelTree, piece: Piece, path: Option<&Utf8Path>) -> String {
-    let release = &tree.release;
-    let package_fix = match tree.layout {
-        Layout::Debian => format!("apt-get install --reinstall {}", debian_package(tree, path)),
-        Layout::Fedora => format!("dnf reinstall kernel-devel-{release}"),
-        Layout::Arch => format!("pacman -S {}", arch_package(release)),
-        Layout::OpenSuse => {
-            let in_source_half =
-                path.is_some_and(|p| tree.source != tree.path && p.starts_with(&tree.source));
-            if in_source_half {
-                "zypper install -f kernel-devel".to_owned()
-            } else {
-                let flavor = tree.path.file_name().unwrap_or("default");
-                format!("zypper install -f kernel-{flavor}-devel")
-            }
-        }
-        Layout::Nix => {
-            // The store path: `/nix/store/<hash>-linux-<ver>-dev`.
-            let components: Vec<&str> = tree.path.iter().collect();
-            let end = components
-                .windows(2)
-                .position(|pair| pair == ["nix", "store"])
-                .map_or(components.len(), |at| (at + 3).min(components.len()));
-            let output: Utf8PathBuf = components[..end].iter().collect();
-            format!("nix-store --repair-path {output}")
-        }
-        Layout::Gentoo | Layout::SelfBuilt => {
-            let out = if tree.source == tree.path {
-                String::new()
-            } else {
-                format!(" O={}", tree.path)
-            };
-            match piece {
-                Piece::Source if tree.layout == Layout::Gentoo => {
-                    "emerge --ask sys-kernel/gentoo-sources".to_owned()
-                }
-                Piece::Source => format!("restore the kernel source in {}", tree.source),
-                Piece::Generated | Piece::HostTool => {
-                    format!("make -C {}{out} modules_prepare", tree.source)
-                }
-                Piece::Symvers => format!(
-                    "make -C {}{out} (a full build writes Module.symvers)",
-                    tree.source
-                ),
-            }
-        }
-        Layout::Unknown => format!("reinstall the kernel-devel package for {release}"),
-    };
-    if piece != Piece::Symvers {
-        return package_fix;
-    }
-    match tree
-        .symvers_copies()
-        .into_iter()
-        .find(|copy| copy.is_file())
-    {
-        Some(copy) => {
-            let cat = if copy.extension() == Some("xz") {
-                "xzcat"
-            } else {
-                "zcat"
-            };
-            format!(
-                "{cat} {copy} > {}/Module.symvers, or {package_fix}",
-                tree.path
-            )
-        }
-        None => package_fix,
-    }
-}
-
-/// The Debian package a path belongs to, read from the real directory it
-/// is (or would be) in: `linux-kbuild-<ver>` for `scripts/` and `tools/`,
-/// `linux-headers-<x>` for either half of the headers.
-fn debian_package(tree: &KernelTree, path: Option<&Utf8Path>) -> String {
-    let located = path.map(real_location).unwrap_or_else(|| tree.path.clone());
-    located
-        .iter()
-        .find(|c| c.starts_with("linux-kbuild-") || c.starts_with("linux-headers-"))
-        .map(str::to_owned)
-        .unwrap_or_else(|| format!("linux-headers-{}", tree.release))
-}
-
-/// `path` with its deepest existing ancestor's symlinks resolved.
-fn real_location(path: &Utf8Path) -> Utf8PathBuf {
-    let mut rest = Vec::new();
-    let mut current = path;
-    loop {
-        if let Ok(real) = current.canonicalize_utf8() {
-            return rest.iter().rev().fold(real, |dir, name| dir.join(name));
-        }
-        match (current.parent(), current.file_name()) {
-            (Some(parent), Some(name)) => {
-                rest.push(name);
-                current = parent;
-            }
-            _ => return path.to_owned(),
-        }
-    }
-}
-
-/// Arch's headers package for a release: `6.6.1-arch1-1` is `linux`'s,
-/// `6.6.1-1-lts` is `linux-lts`'s, likewise zen and hardened.
-fn arch_package(release: &str) -> String {
-    ["lts", "zen", "hardened", "rt"]
-        .iter()
-        .find(|variant| release.ends_with(&format!("-{variant}")))
-        .map(|variant| format!("linux-{variant}-headers"))
-        .unwrap_or_else(|| "linux-headers".to_owned())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn compiler_packages() {
-        assert_eq!(compiler_package("x86_64-linux-gnu-gcc-12", false), "gcc-12");
-        assert_eq!(compiler_package("gcc", false), "gcc");
-        assert_eq!(
-            compiler_package("aarch64-linux-gnu-gcc-12", false),
-            "gcc-12-aarch64-linux-gnu"
-        );
-        assert_eq!(compiler_package("clang", true), "clang lld llvm");
-    }
-
-    #[test]
-    fn arch_packages() {
-        assert_eq!(arch_package("6.6.1-arch1-1"), "linux-headers");
-        assert_eq!(arch_package("6.6.1-1-lts"), "linux-lts-headers");
-        assert_eq!(arch_package("6.6.1-zen1-1-zen"), "linux-zen-headers");
-    }
 
     #[test]
     fn elf_machine_of_a_non_elf_is_none() {

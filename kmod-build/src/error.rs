@@ -92,8 +92,17 @@ pub enum Error {
     #[error("{what}: {first}")]
     Failed { what: String, first: Box<Error> },
 
-    #[error(transparent)]
-    Fetch(#[from] crate::fetch::FetchError),
+    #[error(
+        "{release}: the archive has no such kernel (closest: {closest}); `--list` shows them all"
+    )]
+    UnknownRelease { release: String, closest: String },
+
+    #[error("{release}: {arch} packages are not in apt's lists; run as root: dpkg --add-architecture {arch} && apt-get update")]
+    ForeignArch { release: String, arch: String },
+
+    /// A fetched kernel that unpacked but cannot be used.
+    #[error("{release}: unpacked, but {why}")]
+    UnusableFetch { release: String, why: String },
 
     /// A bug in kmod-build itself.
     #[error("internal error: {what}")]
@@ -123,16 +132,8 @@ impl Error {
             Error::BadInput { .. } | Error::Project { .. } => 2,
             Error::Spawn { .. } => 3,
             Error::Failed { first, .. } => first.exit_code(),
-            Error::Fetch(error) => {
-                use crate::fetch::FetchError;
-                match error {
-                    FetchError::Unknown { .. } => 2,
-                    FetchError::ForeignArch { .. }
-                    | FetchError::Spawn { .. }
-                    | FetchError::Unusable { .. } => 3,
-                    FetchError::Command { .. } | FetchError::Io { .. } => 1,
-                }
-            }
+            Error::UnknownRelease { .. } => 2,
+            Error::ForeignArch { .. } | Error::UnusableFetch { .. } => 3,
             _ => 1,
         }
     }

@@ -9,45 +9,9 @@ use std::process::{Command, Stdio};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
-use crate::tree::KernelTree;
-
-/// What can go wrong fetching a kernel, naming the release, package or
-/// command at fault.
-#[derive(Debug, thiserror::Error)]
-pub enum FetchError {
-    #[error(
-        "{release}: the archive has no such kernel (closest: {closest}); `--list` shows them all"
-    )]
-    Unknown { release: String, closest: String },
-
-    #[error("{release}: {arch} packages are not in apt's lists; run as root: dpkg --add-architecture {arch} && apt-get update")]
-    ForeignArch { release: String, arch: String },
-
-    #[error("`{command}` failed ({status})")]
-    Command { command: String, status: String },
-
-    #[error("`{command}` did not run: {source}")]
-    Spawn {
-        command: String,
-        source: std::io::Error,
-    },
-
-    #[error("{path}: {source}")]
-    Io {
-        path: Utf8PathBuf,
-        source: std::io::Error,
-    },
-
-    #[error("{release}: unpacked, but {why}")]
-    Unusable { release: String, why: String },
-}
-
-type Result<T, E = FetchError> = std::result::Result<T, E>;
-
-/// Where fetched kernels live: one sysroot-like directory per release.
-pub fn kernels_dir() -> Utf8PathBuf {
-    crate::cache_home().join("kernels")
-}
+use crate::error::{Error, Result};
+pub use crate::tree::{fetched_trees, kernels_dir};
+use crate::tree::{open_fetched, KernelTree};
 
 /// A fetched kernel, ready to build against and boot.
 #[derive(Debug, Clone)]
@@ -60,28 +24,6 @@ pub struct Fetched {
     /// What the doctor found wrong with this machine for the tree (a
     /// missing cross compiler, say): the tree itself is fine.
     pub machine_problems: Vec<crate::doctor::Problem>,
-}
-
-/// Every fetched tree in the cache, by release. A directory that is not a
-/// complete fetch (the temporary ones of a download under way) is skipped.
-pub fn fetched_trees() -> Vec<KernelTree> {
-    let Ok(entries) = kernels_dir().read_dir_utf8() else {
-        return Vec::new();
-    };
-    let mut trees: Vec<KernelTree> = entries
-        .flatten()
-        .filter(|entry| !entry.file_name().starts_with('.'))
-        .filter_map(|entry| open_fetched(entry.path(), entry.file_name()))
-        .collect();
-    trees.sort_by(|a, b| a.release.cmp(&b.release));
-    trees
-}
-
-/// The tree of `release` unpacked under `root`, if it is there.
-fn open_fetched(root: &Utf8Path, release: &str) -> Option<KernelTree> {
-    KernelTree::installed_under(root)
-        .into_iter()
-        .find(|tree| tree.release == release)
 }
 
 /// Fetches `release` (e.g. `6.1.0-57-cloud-amd64`, `6.12.117+deb12-arm64`)
@@ -105,7 +47,7 @@ pub fn fetch(release: &str) -> Result<Fetched> {
     }
     if !apt_knows(&headers) {
         let offered = offered()?;
-        return Err(FetchError::Unknown {
+        return Err(Error::UnknownRelease {
             release: release.to_owned(),
             closest: closest(release, &offered).join(", "),
         });
@@ -120,7 +62,7 @@ pub fn fetch(release: &str) -> Result<Fetched> {
         .tempdir_in(&parent)
         .map_err(|e| io(&parent, e))?;
     let staging_path = Utf8Path::from_path(staging.path())
-        .ok_or_else(|| FetchError::Unusable {
+        .ok_or_else(|| Error::UnusableFetch {
             release: release.to_owned(),
             why: format!("{} is not UTF-8", staging.path().display()),
         })?
@@ -139,14 +81,14 @@ pub fn fetch(release: &str) -> Result<Fetched> {
     let tree = make_relocatable(&unpacked, release)?;
     let problems = crate::doctor::tree_problems(&tree);
     if let Some(first) = problems.first() {
-        return Err(FetchError::Unusable {
+        return Err(Error::UnusableFetch {
             release: release.to_owned(),
             why: format!("the doctor says: {first}"),
         });
     }
     std::fs::rename(&unpacked, &root).map_err(|e| io(&root, e))?;
     drop(staging);
-    let tree = open_fetched(&root, release).ok_or_else(|| FetchError::Unusable {
+    let tree = open_fetched(&root, release).ok_or_else(|| Error::UnusableFetch {
         release: release.to_owned(),
         why: format!("no tree found under {root} after moving it there"),
     })?;
@@ -156,7 +98,7 @@ pub fn fetch(release: &str) -> Result<Fetched> {
 fn finish(tree: KernelTree, reused: bool) -> Result<Fetched> {
     let image = tree.image();
     if !image.is_file() {
-        return Err(FetchError::Unusable {
+        return Err(Error::UnusableFetch {
             release: tree.release.clone(),
             why: format!("{image} is missing"),
         });
@@ -186,9 +128,9 @@ fn unpack(deb: &Utf8Path, root: &Utf8Path) -> Result<()> {
         .arg(deb)
         .stdout(Stdio::piped());
     let command = format!("dpkg-deb --fsys-tarfile {deb} | tar -x");
-    let mut producer = tarball.spawn().map_err(|source| FetchError::Spawn {
-        command: command.clone(),
-        source,
+    let mut producer = tarball.spawn().map_err(|source| Error::Spawn {
+        program: command.clone(),
+        why: source.to_string(),
     })?;
     let mut tar = Command::new("tar");
     tar.arg("-x").arg("-C").arg(root);
@@ -198,15 +140,16 @@ fn unpack(deb: &Utf8Path, root: &Utf8Path) -> Result<()> {
     let stdin = producer.stdout.take().map(Stdio::from);
     tar.stdin(stdin.unwrap_or_else(Stdio::null));
     let unpacked = run(&mut tar);
-    let produced = producer.wait().map_err(|source| FetchError::Spawn {
-        command: command.clone(),
-        source,
+    let produced = producer.wait().map_err(|source| Error::Spawn {
+        program: command.clone(),
+        why: source.to_string(),
     })?;
     // A failing dpkg-deb is the cause of whatever tar then says.
     if !produced.success() {
-        return Err(FetchError::Command {
+        return Err(Error::Command {
             command,
-            status: produced.to_string(),
+            status: format!(" ({produced})"),
+            output: String::new(),
         });
     }
     unpacked
@@ -218,7 +161,7 @@ fn unpack(deb: &Utf8Path, root: &Utf8Path) -> Result<()> {
 /// into `usr/lib/linux-kbuild-<ver>`, unpacked alongside: they must resolve
 /// inside `root`, not on the host.
 fn make_relocatable(root: &Utf8Path, release: &str) -> Result<KernelTree> {
-    let unusable = |why: String| FetchError::Unusable {
+    let unusable = |why: String| Error::UnusableFetch {
         release: release.to_owned(),
         why,
     };
@@ -378,7 +321,7 @@ fn add_architecture(release: &str, arch: &str) -> Result<()> {
             == Some("0")
     });
     if !is_root {
-        return Err(FetchError::ForeignArch {
+        return Err(Error::ForeignArch {
             release: release.to_owned(),
             arch: arch.to_owned(),
         });
@@ -399,16 +342,17 @@ fn apt_knows(package: &str) -> bool {
 /// Runs `command` with its output shown (apt's progress).
 fn run(command: &mut Command) -> Result<()> {
     let shown = describe(command);
-    let status = command.status().map_err(|source| FetchError::Spawn {
-        command: shown.clone(),
-        source,
+    let status = command.status().map_err(|source| Error::Spawn {
+        program: shown.clone(),
+        why: source.to_string(),
     })?;
     if status.success() {
         Ok(())
     } else {
-        Err(FetchError::Command {
+        Err(Error::Command {
             command: shown,
-            status: status.to_string(),
+            status: format!(" ({status})"),
+            output: String::new(),
         })
     }
 }
@@ -418,14 +362,15 @@ fn capture(command: &mut Command) -> Result<String> {
     let output = command
         .stderr(Stdio::inherit())
         .output()
-        .map_err(|source| FetchError::Spawn {
-            command: shown.clone(),
-            source,
+        .map_err(|source| Error::Spawn {
+            program: shown.clone(),
+            why: source.to_string(),
         })?;
     if !output.status.success() {
-        return Err(FetchError::Command {
+        return Err(Error::Command {
             command: shown,
-            status: output.status.to_string(),
+            status: format!(" ({})", output.status),
+            output: String::new(),
         });
     }
     Ok(String::from_utf8_lossy(&output.stdout).into_owned())
@@ -439,11 +384,8 @@ fn describe(command: &Command) -> String {
         .join(" ")
 }
 
-fn io(path: &Utf8Path, source: std::io::Error) -> FetchError {
-    FetchError::Io {
-        path: path.to_owned(),
-        source,
-    }
+fn io(path: &Utf8Path, source: std::io::Error) -> Error {
+    Error::io(path, source)
 }
 
 #[cfg(test)]

@@ -24,6 +24,7 @@ pub mod check;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;
+mod distro;
 pub mod doctor;
 #[cfg(feature = "driver")]
 pub mod driver;

@@ -1,6 +1,8 @@
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::config::Config;
+pub use crate::distro::Layout;
+use crate::distro::{fix_for, install_headers_command, Packaged, Piece};
 use crate::error::{Error, Result};
 use crate::symvers::Symvers;
 
@@ -28,83 +30,6 @@ fn module_roots() -> Vec<Utf8PathBuf> {
 /// `path` (absolute, as the distro names it) inside `root`.
 fn in_root(root: &Utf8Path, path: &str) -> Utf8PathBuf {
     root.join(path.trim_start_matches('/'))
-}
-
-/// How a distribution packaged a tree: where its two halves live and which
-/// package (or command) provides each piece.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Layout {
-    /// Debian and Ubuntu: `/usr/src/linux-headers-<release>` (generated
-    /// files), its `-common` source half, host tools in `linux-kbuild-<ver>`.
-    Debian,
-    /// Fedora, RHEL: `/usr/src/kernels/<release>` from `kernel-devel`.
-    Fedora,
-    /// Arch: a real directory at `/usr/lib/modules/<release>/build`.
-    Arch,
-    /// openSUSE: `/usr/src/linux-<ver>-obj/<arch>/<flavor>` plus the
-    /// `/usr/src/linux-<ver>` source half.
-    OpenSuse,
-    /// Gentoo: a full, configured source tree in `/usr/src/linux-<ver>`.
-    Gentoo,
-    /// NixOS: the kernel's `dev` output in `/nix/store`.
-    Nix,
-    /// A kernel built by hand, in place or with `O=`.
-    SelfBuilt,
-    Unknown,
-}
-
-impl Layout {
-    pub fn name(self) -> &'static str {
-        match self {
-            Layout::Debian => "Debian/Ubuntu",
-            Layout::Fedora => "Fedora/RHEL",
-            Layout::Arch => "Arch",
-            Layout::OpenSuse => "openSUSE",
-            Layout::Gentoo => "Gentoo",
-            Layout::Nix => "NixOS",
-            Layout::SelfBuilt => "self-built",
-            Layout::Unknown => "unknown",
-        }
-    }
-
-    /// From the tree's (canonical) path and contents: the path is what the
-    /// distro chose, so it decides first.
-    fn detect(tree: &Utf8Path) -> Layout {
-        let components: Vec<&str> = tree.iter().collect();
-        let parent = |depth: usize| {
-            components
-                .len()
-                .checked_sub(depth + 1)
-                .map(|i| components[i])
-                .unwrap_or("")
-        };
-        let has = |relative: &str| tree.join(relative).exists();
-        if components.iter().any(|c| c.starts_with("linux-headers-")) {
-            Layout::Debian
-        } else if parent(1) == "kernels" {
-            Layout::Fedora
-        } else if tree.as_str().contains("/nix/store/") {
-            Layout::Nix
-        } else if parent(2).starts_with("linux-") && parent(2).ends_with("-obj") {
-            Layout::OpenSuse
-        } else if parent(0) == "build" && parent(2) == "modules" {
-            Layout::Arch
-        } else if parent(1) == "src" && parent(0).starts_with("linux-") && has("Kconfig") {
-            Layout::Gentoo
-        } else if has("Kconfig") || has("source") {
-            Layout::SelfBuilt
-        } else if has(".kernelvariables") {
-            Layout::Debian
-        } else {
-            Layout::Unknown
-        }
-    }
-}
-
-impl std::fmt::Display for Layout {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.name())
-    }
 }
 
 /// The compiler a tree's kernel was built with, which Kbuild will call.
@@ -273,13 +198,13 @@ impl KernelTree {
     }
 
     /// Every tree this machine can build for, by release: the installed
-    /// ones and the fetched ones ([`crate::fetch::fetched_trees`]), a
+    /// ones and the fetched ones ([`fetched_trees`]), a
     /// release that is both counted once, as installed. With
     /// `KMOD_BUILD_SYSROOT` set, only what is installed there.
     pub fn available() -> Vec<KernelTree> {
         let mut trees = KernelTree::installed();
         if std::env::var_os(SYSROOT_ENV).is_none_or(|root| root.is_empty()) {
-            for fetched in crate::fetch::fetched_trees() {
+            for fetched in fetched_trees() {
                 if !trees.iter().any(|tree| tree.release == fetched.release) {
                     trees.push(fetched);
                 }
@@ -293,7 +218,7 @@ impl KernelTree {
 
     /// Whether the package manager installed this tree or `fetch` did.
     pub fn origin(&self) -> Origin {
-        let fetched = crate::fetch::kernels_dir();
+        let fetched = kernels_dir();
         let canonical = fetched
             .canonicalize_utf8()
             .unwrap_or_else(|_| fetched.clone());
@@ -431,7 +356,7 @@ impl KernelTree {
     pub fn config(&self) -> Result<Config> {
         Config::load(&self.required(
             "include/config/auto.conf",
-            &crate::doctor::fix_for(self, crate::doctor::Piece::Generated),
+            &fix_for(&self.packaged(), Piece::Generated),
         )?)
     }
 
@@ -442,7 +367,7 @@ impl KernelTree {
         let Some(path) = self.symvers_path() else {
             return Err(Error::MissingFile {
                 path: self.path.join("Module.symvers"),
-                help: crate::doctor::fix_for(self, crate::doctor::Piece::Symvers),
+                help: fix_for(&self.packaged(), Piece::Symvers),
             });
         };
         let text = read_maybe_compressed(&path)?;
@@ -535,6 +460,17 @@ impl KernelTree {
         })
     }
 
+    /// What the distro's fix texts need to know of this tree.
+    pub(crate) fn packaged(&self) -> Packaged<'_> {
+        Packaged {
+            layout: self.layout,
+            release: &self.release,
+            path: &self.path,
+            source: &self.source,
+            symvers_copies: self.symvers_copies(),
+        }
+    }
+
     /// `relative` inside the tree, or an error naming it and what provides it.
     pub fn required(&self, relative: &str, help: &str) -> Result<Utf8PathBuf> {
         let path = self.path.join(relative);
@@ -547,6 +483,33 @@ impl KernelTree {
             })
         }
     }
+}
+
+/// Where fetched kernels live: one sysroot-like directory per release.
+pub fn kernels_dir() -> Utf8PathBuf {
+    crate::cache_home().join("kernels")
+}
+
+/// Every fetched tree in the cache, by release. A directory that is not a
+/// complete fetch (the temporary ones of a download under way) is skipped.
+pub fn fetched_trees() -> Vec<KernelTree> {
+    let Ok(entries) = kernels_dir().read_dir_utf8() else {
+        return Vec::new();
+    };
+    let mut trees: Vec<KernelTree> = entries
+        .flatten()
+        .filter(|entry| !entry.file_name().starts_with('.'))
+        .filter_map(|entry| open_fetched(entry.path(), entry.file_name()))
+        .collect();
+    trees.sort_by(|a, b| a.release.cmp(&b.release));
+    trees
+}
+
+/// The tree of `release` unpacked under `root`, if it is there.
+pub(crate) fn open_fetched(root: &Utf8Path, release: &str) -> Option<KernelTree> {
+    KernelTree::installed_under(root)
+        .into_iter()
+        .find(|tree| tree.release == release)
 }
 
 /// Files at least one of which every kernel-devel tree has; a directory
@@ -843,21 +806,6 @@ pub fn no_tree_error() -> Error {
     Error::NoKernelTree {
         searched: searched.join(", "),
         install: install_headers_command(),
-    }
-}
-
-fn install_headers_command() -> String {
-    let has = |tool: &str| Utf8Path::new("/usr/bin").join(tool).exists();
-    if has("apt-get") {
-        "apt-get install linux-headers-amd64 (Ubuntu: linux-headers-generic)".to_owned()
-    } else if has("dnf") {
-        "dnf install kernel-devel".to_owned()
-    } else if has("pacman") {
-        "pacman -S linux-headers".to_owned()
-    } else if has("zypper") {
-        "zypper install kernel-devel".to_owned()
-    } else {
-        "install your distribution's kernel headers package".to_owned()
     }
 }
 
