@@ -844,38 +844,21 @@ pub fn find_busybox() -> Result<Utf8PathBuf> {
     )
 }
 
-/// Whether a 64-bit little-endian ELF file has no program interpreter
-/// (`PT_INTERP`), i.e. runs without a dynamic loader.
+/// Whether a 64-bit ELF file has no program interpreter (`PT_INTERP`),
+/// i.e. runs without a dynamic loader.
 fn elf_is_static(data: &[u8]) -> Result<bool> {
-    const PT_INTERP: u32 = 3;
-    if data.len() < 64 || &data[..4] != b"\x7fELF" {
-        bail!("not an ELF file");
-    }
-    if data[4] != 2 || data[5] != 1 {
-        bail!("not a 64-bit little-endian ELF file");
-    }
-    let u16_at = |o: usize| data.get(o..o + 2).map(|b| u16::from_le_bytes([b[0], b[1]]));
-    let u64_at = |o: usize| {
-        data.get(o..o + 8)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-    };
-    let truncated = || anyhow::anyhow!("truncated ELF header");
-    let phoff = usize::try_from(u64_at(0x20).ok_or_else(truncated)?)?;
-    let phentsize = usize::from(u16_at(0x36).ok_or_else(truncated)?);
-    let phnum = usize::from(u16_at(0x38).ok_or_else(truncated)?);
-    for i in 0..phnum {
-        let off = phoff + i * phentsize;
-        let p_type = data
-            .get(off..off + 4)
-            .and_then(|b| b.try_into().ok())
-            .map(u32::from_le_bytes)
-            .ok_or_else(|| anyhow::anyhow!("truncated ELF program headers"))?;
-        if p_type == PT_INTERP {
-            return Ok(false);
-        }
-    }
-    Ok(true)
+    use object::read::elf::{FileHeader, ProgramHeader};
+    let header = object::elf::FileHeader64::<object::Endianness>::parse(data)
+        .map_err(|e| anyhow::anyhow!("not a 64-bit ELF file: {e}"))?;
+    let endian = header
+        .endian()
+        .map_err(|e| anyhow::anyhow!("ELF byte order: {e}"))?;
+    let segments = header
+        .program_headers(endian, data)
+        .map_err(|e| anyhow::anyhow!("ELF program headers: {e}"))?;
+    Ok(!segments
+        .iter()
+        .any(|segment| segment.p_type(endian) == object::elf::PT_INTERP))
 }
 
 #[cfg(test)]
@@ -1070,7 +1053,7 @@ partial==== kmod-section a end rc=1
 
     fn elf_header(phdr_types: &[u32]) -> Vec<u8> {
         let mut data = vec![0u8; 64 + 56 * phdr_types.len()];
-        data[..6].copy_from_slice(b"\x7fELF\x02\x01");
+        data[..7].copy_from_slice(b"\x7fELF\x02\x01\x01");
         data[0x20..0x28].copy_from_slice(&64u64.to_le_bytes());
         data[0x36..0x38].copy_from_slice(&56u16.to_le_bytes());
         let phnum = u16::try_from(phdr_types.len()).expect("phnum");
