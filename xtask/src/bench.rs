@@ -166,7 +166,8 @@ fn clean_rust(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> 
     let target_dir = out.join("cargo");
     let manifest = project_root().join("Cargo.toml");
     let target = tree.rust_target();
-    cmd!(sh, "cargo clean --quiet -p hello --manifest-path {manifest} --target-dir {target_dir} --target {target} --profile kmod")
+    let profile = kmod_build::driver::profile_args();
+    cmd!(sh, "cargo clean --quiet -p hello --manifest-path {manifest} --target-dir {target_dir} --target {target} --profile kmod {profile...}")
         .quiet()
         .run()?;
     for path in [out.join("kbuild/hello"), hello.ko_path(tree)] {

@@ -108,7 +108,8 @@ fn bindings_survive_cargo_clean() {
     let status = Command::new(env!("CARGO"))
         // The runtime's build script is the one that runs bindgen.
         .args(["clean", "--quiet", "-p", "hello", "-p", "kmod-runtime"])
-        .args(["--profile", "kmod"])
+        .args(["--profile", kmod_build::driver::PROFILE_NAME])
+        .args(kmod_build::driver::profile_args())
         .args(["--target", tree.rust_target(), "--target-dir"])
         .arg(&target_dir)
         .current_dir(workspace())

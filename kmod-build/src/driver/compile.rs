@@ -27,10 +27,12 @@ const PROFILE: &[(&str, &str)] = &[
 ];
 
 /// The profile's name as cargo knows it.
-pub(crate) const PROFILE_NAME: &str = "kmod";
+pub const PROFILE_NAME: &str = "kmod";
 
-/// `--config profile.kmod.<key>=<value>` for every setting of [`PROFILE`].
-pub(crate) fn profile_args() -> Vec<String> {
+/// `--config profile.kmod.<key>=<value>` for every setting of the profile
+/// modules build with: what a cargo command on their outputs (`cargo clean
+/// --profile kmod`, say) needs, as no manifest defines the profile.
+pub fn profile_args() -> Vec<String> {
     PROFILE
         .iter()
         .flat_map(|(key, value)| {

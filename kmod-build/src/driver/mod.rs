@@ -22,6 +22,7 @@ mod sysroot;
 use std::process::{Command, Output};
 
 pub use build::{build, build_for, BuildOptions};
+pub use compile::{profile_args, PROFILE_NAME};
 pub use project::{ModuleCrate, Project};
 pub use report::{Artifact, Event, Human, Json, Reporter};
 
