@@ -2,19 +2,14 @@
 
 use camino::Utf8PathBuf;
 
-use super::Global;
+use super::{Global, ModuleArg};
 use crate::driver::{self, sign::SigningKey, BuildOptions};
 use crate::error::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The module crate (a staticlib package of the workspace). Default: the
-    /// one the current directory is in, else the workspace's only one.
-    #[arg(short = 'p', long = "package", value_name = "MODULE")]
-    package: Option<String>,
-    /// The module crate, as `cargo xtask build-module hello` names it.
-    #[arg(value_name = "MODULE", conflicts_with = "package")]
-    module: Option<String>,
+    #[command(flatten)]
+    module: ModuleArg,
     /// Kernel release or tree path to build for; repeat for several.
     /// Default: the running kernel's tree if installed, else every installed tree.
     #[arg(long = "kernel", value_name = "RELEASE|PATH")]
@@ -42,7 +37,7 @@ pub struct Args {
 impl Args {
     pub fn run(self, global: &Global) -> Result<()> {
         let project = global.project()?;
-        let module = project.module(self.package.as_deref().or(self.module.as_deref()))?;
+        let module = project.module(self.module.name())?;
         let sign = self.sign.then(|| {
             let default = SigningKey::in_dir(&project.kmod_dir().join("signing"));
             SigningKey {

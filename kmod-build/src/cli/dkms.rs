@@ -2,18 +2,14 @@
 
 use camino::Utf8PathBuf;
 
-use super::Global;
+use super::{Global, ModuleArg};
 use crate::driver::dkms::{self, DkmsOptions};
 use crate::error::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The module crate to package. Default: as for build.
-    #[arg(short = 'p', long = "package", value_name = "MODULE")]
-    package: Option<String>,
-    /// The module crate, as `cargo xtask dkms hello` names it.
-    #[arg(value_name = "MODULE", conflicts_with = "package")]
-    module: Option<String>,
+    #[command(flatten)]
+    module: ModuleArg,
     /// Where to write `<module>-<version>/` (what `dkms add` takes).
     /// Default: the project's target/kmod/dkms.
     #[arg(long, value_name = "DIR")]
@@ -26,7 +22,7 @@ pub struct Args {
 impl Args {
     pub fn run(self, global: &Global) -> Result<()> {
         let project = global.project()?;
-        let module = project.module(self.package.as_deref().or(self.module.as_deref()))?;
+        let module = project.module(self.module.name())?;
         let options = DkmsOptions {
             out_dir: self
                 .out_dir

@@ -66,6 +66,25 @@ pub enum MessageFormat {
     Json,
 }
 
+/// Which module crate a command is about: `-p MODULE`, or a plain
+/// argument as `cargo xtask build-module hello` has always taken it.
+#[derive(clap::Args, Debug, Clone, Default)]
+pub struct ModuleArg {
+    /// The module crate (a staticlib package of the workspace). Default: the
+    /// one the current directory is in, else the workspace's only one.
+    #[arg(short = 'p', long = "package", value_name = "MODULE")]
+    package: Option<String>,
+    /// The module crate, as `cargo xtask build-module hello` names it.
+    #[arg(value_name = "MODULE", conflicts_with = "package")]
+    module: Option<String>,
+}
+
+impl ModuleArg {
+    pub fn name(&self) -> Option<&str> {
+        self.package.as_deref().or(self.module.as_deref())
+    }
+}
+
 impl Global {
     pub fn reporter(&self) -> &'static dyn Reporter {
         match self.message_format {
