@@ -17,16 +17,19 @@ pub struct Args {
     /// Never install missing system packages; say which command would.
     #[arg(long)]
     no_install: bool,
-    /// Build for every installed tree (and any `--kernel`), going on past a
-    /// kernel that fails; a summary at the end, non-zero exit if any failed.
+    /// Build for every installed or fetched tree (and any `--kernel`), going
+    /// on past a kernel that fails; a summary at the end, non-zero exit if
+    /// any failed.
     #[arg(long)]
     all_kernels: bool,
     /// Sign each module with the tree's sign-file (`--key`/`--cert`, by
     /// default the pair `gen-key` made in target/kmod/signing).
     #[arg(long)]
     sign: bool,
+    /// The private key to sign with (PEM).
     #[arg(long, requires = "sign", value_name = "KEY.pem")]
     key: Option<Utf8PathBuf>,
+    /// The key's X.509 certificate (DER or PEM).
     #[arg(long, requires = "sign", value_name = "CERT")]
     cert: Option<Utf8PathBuf>,
     /// Cargo features of the module crate to enable (comma-separated or repeated).
