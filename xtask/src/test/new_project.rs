@@ -62,7 +62,7 @@ fn git_status(sh: &Shell) -> Result<String> {
     Ok(cmd!(sh, "git -C {root} status --porcelain --ignored=no").read()?)
 }
 
-/// `cargo kmod new`, then `cargo kmod build --all-kernels` with JSON
+/// `cargo kmod new`, then `cargo kmod build` for every tree with JSON
 /// messages; the `.ko` of each tree, in `trees`' order.
 fn build_everywhere(
     sh: &Shell,
@@ -87,10 +87,14 @@ fn build_everywhere(
         .run()
         .context("cargo kmod new")?;
     let _in_project = sh.push_dir(&dir);
-    let output = cmd!(sh, "cargo kmod build --all-kernels --message-format json")
+    // Each tree named: `--all-kernels` would build the fetched ones too.
+    let kernels = trees
+        .iter()
+        .flat_map(|tree| ["--kernel", tree.release.as_str()]);
+    let output = cmd!(sh, "cargo kmod build {kernels...} --message-format json")
         .env("PATH", &path)
         .read()
-        .context("cargo kmod build --all-kernels in the new project")?;
+        .context("cargo kmod build in the new project")?;
     let mut kos = Vec::new();
     for tree in trees {
         let artifact = output
