@@ -29,10 +29,6 @@ const GPL_COMPATIBLE: &[&str] = &[
     "Dual MPL/GPL",
 ];
 
-/// Relocation types `apply_relocate_add()` handles on x86_64: NONE, 64,
-/// PC32, PLT32, 32, 32S, PC64.
-const X86_64_LOADER_RELOCATIONS: &[u32] = &[0, 1, 2, 4, 10, 11, 24];
-
 /// The first release whose loader compares `.gnu.linkonce.this_module`
 /// with its own `struct module` (seen refusing on 6.12, not checked by 6.1).
 const THIS_MODULE_SIZE_SINCE: (u32, u32) = (6, 4);
@@ -437,24 +433,6 @@ pub fn versions(module: &ModuleInfo, symvers: &Symvers) -> Vec<Finding> {
         .versions
         .iter()
         .filter_map(|entry| crc_mismatch(module, &entry.name, symvers))
-        .collect()
-}
-
-/// Relocations the x86_64 module loader would refuse (a `GOTPCREL` from
-/// PIC code, say): `Unknown rela relocation: N`.
-pub fn relocations(module: &ModuleInfo) -> Vec<Finding> {
-    module
-        .relocation_types
-        .iter()
-        .filter(|(r_type, _)| !X86_64_LOADER_RELOCATIONS.contains(r_type))
-        .map(|(r_type, section)| Finding {
-            check: Check::Relocation,
-            errno: Some(Errno::ENOEXEC),
-            subject: format!("relocation type {r_type} in {section}"),
-            expected: "NONE, 64, PC32, PLT32, 32, 32S or PC64".into(),
-            found: format!("type {r_type}"),
-            kernel_says: format!("{}: Unknown rela relocation: {r_type}", module.name()),
-        })
         .collect()
 }
 

@@ -65,7 +65,11 @@ fn vermagic_matches_in_tree_modules() {
             "{}",
             tree.release
         );
-        assert!(check::relocations(&info).is_empty(), "{}", tree.release);
+        assert!(
+            check::arch::relocations(&info, &tree.config().unwrap()).is_empty(),
+            "{}",
+            tree.release
+        );
     }
 }
 

@@ -8,6 +8,10 @@ use crate::modinfo::ModuleInfo;
 
 use super::{Check, Finding};
 
+/// Relocation types `apply_relocate_add()` handles on x86_64: NONE, 64,
+/// PC32, PLT32, 32, 32S, PC64.
+const X86_64_LOADER_RELOCATIONS: &[u32] = &[0, 1, 2, 4, 10, 11, 24];
+
 /// Relocation types arm64's `apply_relocate_add()`
 /// (`arch/arm64/kernel/module.c`, 6.1 and 6.12) handles: `R_ARM_NONE`,
 /// `R_AARCH64_NONE`, the data relocations (`ABS*`, `PREL*`), the `MOVW_*`
@@ -66,7 +70,7 @@ fn is_arm64(config: &Config) -> bool {
 /// architecture.
 pub fn relocations(module: &ModuleInfo, config: &Config) -> Vec<Finding> {
     if !is_arm64(config) {
-        return super::relocations(module);
+        return x86_64_relocations(module);
     }
     module
         .relocation_types
@@ -82,6 +86,24 @@ pub fn relocations(module: &ModuleInfo, config: &Config) -> Vec<Finding> {
                 "module {}: unsupported RELA relocation: {r_type}",
                 module.name()
             ),
+        })
+        .collect()
+}
+
+/// Relocations the x86_64 module loader would refuse (a `GOTPCREL` from
+/// PIC code, say): `Unknown rela relocation: N`.
+fn x86_64_relocations(module: &ModuleInfo) -> Vec<Finding> {
+    module
+        .relocation_types
+        .iter()
+        .filter(|(r_type, _)| !X86_64_LOADER_RELOCATIONS.contains(r_type))
+        .map(|(r_type, section)| Finding {
+            check: Check::Relocation,
+            errno: Some(Errno::ENOEXEC),
+            subject: format!("relocation type {r_type} in {section}"),
+            expected: "NONE, 64, PC32, PLT32, 32, 32S or PC64".into(),
+            found: format!("type {r_type}"),
+            kernel_says: format!("{}: Unknown rela relocation: {r_type}", module.name()),
         })
         .collect()
 }
