@@ -7,7 +7,7 @@ use std::sync::{Arc, Mutex};
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::Result;
-use crate::files::write_atomically;
+use crate::files::{collect_leftovers, read_cache_entry, write_cache_entry, CacheEntry};
 use crate::stable_hash::StableHash;
 
 pub(crate) struct BindingsCache {
@@ -29,17 +29,32 @@ impl BindingsCache {
         }
     }
 
+    /// The entry, if it is whole: a damaged part is reported (as a cargo
+    /// warning naming the file) and regenerated, never trusted.
     pub fn load(&self) -> Option<(String, Vec<String>)> {
+        let read = |path: &Utf8Path| match read_cache_entry(path) {
+            CacheEntry::Valid(text) => Some(text),
+            CacheEntry::Missing => None,
+            CacheEntry::Damaged(why) => {
+                println!("cargo:warning=kmod-build: ignoring the damaged bindings cache entry {path} ({why}); regenerating it");
+                None
+            }
+        };
         // Headers are written last, so their presence marks a whole entry.
-        let headers = std::fs::read_to_string(&self.headers).ok()?;
-        let bindings = std::fs::read_to_string(&self.bindings).ok()?;
+        let headers = read(&self.headers)?;
+        let bindings = read(&self.bindings)?;
         Some((bindings, headers.lines().map(String::from).collect()))
     }
 
     /// Stores an entry; concurrent builds write whole files by renaming.
     pub fn store(&self, bindings: &str, headers: &[String]) -> Result<()> {
-        write_atomically(&self.bindings, bindings)?;
-        write_atomically(&self.headers, &(headers.join("\n") + "\n"))
+        collect_leftovers(self.dir(), ".bindings-", false);
+        write_cache_entry(&self.bindings, bindings)?;
+        write_cache_entry(&self.headers, &(headers.join("\n") + "\n"))
+    }
+
+    fn dir(&self) -> &Utf8Path {
+        self.bindings.parent().unwrap_or(Utf8Path::new("."))
     }
 }
 

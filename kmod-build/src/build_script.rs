@@ -6,7 +6,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 use crate::bindings_cache::{BindingsCache, IncludedFiles};
 use crate::cflags::CFlags;
 use crate::error::{Error, Result};
-use crate::files::file_stamp;
+use crate::files::{file_stamp, read_cache_entry, write_cache_entry, CacheEntry};
 use crate::rustflags::RustFlags;
 use crate::shim::{SHIM_FILE, SHIM_USE_PREFIX};
 use crate::stable_hash::StableHash;
@@ -333,10 +333,13 @@ pub fn check_libclang() -> Result<()> {
 pub fn check_libclang_remembered(cache_dir: &Utf8Path) -> Result<()> {
     let memo = cache_dir.join("libclang");
     let key = format!("LIBCLANG_PATH={:?}\n", std::env::var_os("LIBCLANG_PATH"));
-    let remembered = std::fs::read_to_string(&memo).ok().is_some_and(|text| {
-        text.strip_prefix(&key)
-            .is_some_and(|path| std::path::Path::new(path).is_file())
-    });
+    // A damaged record is not trusted: libclang is looked for again.
+    let remembered = match read_cache_entry(&memo) {
+        CacheEntry::Valid(text) => text
+            .strip_prefix(&key)
+            .is_some_and(|path| std::path::Path::new(path).is_file()),
+        CacheEntry::Missing | CacheEntry::Damaged(_) => false,
+    };
     if remembered {
         LIBCLANG_FOUND.store(true, Ordering::Relaxed);
         return Ok(());
@@ -345,7 +348,7 @@ pub fn check_libclang_remembered(cache_dir: &Utf8Path) -> Result<()> {
     // Only into a cache directory a build already made (a check never
     // creates one), and only a shortcut: failing to write it is harmless.
     if let Some(library) = clang_sys::get_library().filter(|_| cache_dir.is_dir()) {
-        let _ = std::fs::write(&memo, format!("{key}{}", library.path().display()));
+        let _ = write_cache_entry(&memo, &format!("{key}{}", library.path().display()));
     }
     Ok(())
 }

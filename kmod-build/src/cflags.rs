@@ -3,6 +3,9 @@ use std::process::Command;
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::{read_to_string, Error, Result};
+use crate::files::{
+    collect_leftovers, read_cache_entry, write_cache_entry, CacheEntry, PARTIAL_SUFFIX,
+};
 use crate::tree::KernelTree;
 
 /// gcc flags libclang does not accept (measured with clang 14 on Debian's
@@ -36,16 +39,31 @@ impl CFlags {
     pub fn probe(tree: &KernelTree, work_dir: &Utf8Path) -> Result<CFlags> {
         let cache = work_dir.join("cflags");
         let stamp = cache_stamp(tree);
-        if let Ok(text) = std::fs::read_to_string(&cache) {
-            if let Some(args) = text.strip_prefix(&stamp) {
-                return Ok(CFlags {
-                    args: args.lines().map(String::from).collect(),
-                });
+        match read_cache_entry(&cache) {
+            CacheEntry::Valid(text) => {
+                if let Some(flags) = CFlags::from_cache(&stamp, &text) {
+                    return Ok(flags);
+                }
             }
+            CacheEntry::Damaged(why) => println!(
+                "cargo:warning=kmod-build: ignoring the damaged C flags cache entry {cache} ({why}); probing again"
+            ),
+            CacheEntry::Missing => {}
         }
-        let probe_dir = work_dir.join("probe");
+        collect_leftovers(work_dir, ".probe.", false);
+        // A directory of its own: build scripts of several packages (and
+        // several builds) probe at once.
+        let probe = tempfile::Builder::new()
+            .prefix(".probe.")
+            .suffix(PARTIAL_SUFFIX)
+            .tempdir_in(work_dir)
+            .map_err(|e| Error::io(work_dir, e))?;
+        let probe_dir = Utf8Path::from_path(probe.path())
+            .ok_or_else(|| Error::NonUtf8Path {
+                path: probe.path().to_owned(),
+            })?
+            .to_owned();
         crate::make::check_kbuild_path(&probe_dir)?;
-        std::fs::create_dir_all(&probe_dir).map_err(|e| Error::io(&probe_dir, e))?;
         write(
             &probe_dir.join("probe.c"),
             "#include <linux/module.h>\nMODULE_LICENSE(\"GPL\");\n",
@@ -68,9 +86,22 @@ impl CFlags {
             line: 1,
             why: "no compiler command line (cmd_/savedcmd_) found".into(),
         })?;
-        write(&cache, &format!("{stamp}{}\n", flags.args.join("\n")))?;
-        std::fs::remove_dir_all(&probe_dir).map_err(|e| Error::io(&probe_dir, e))?;
+        write_cache_entry(&cache, &format!("{stamp}{}\n", flags.args.join("\n")))?;
         Ok(flags)
+    }
+
+    /// The flags a cache entry holds, if it was probed from the tree state
+    /// `stamp` names and holds flags at all.
+    pub fn from_cache(stamp: &str, text: &str) -> Option<CFlags> {
+        let args: Vec<String> = text
+            .strip_prefix(stamp)?
+            .lines()
+            .map(String::from)
+            .collect();
+        // Every Kbuild compile defines __KERNEL__: an entry without it is not one.
+        args.iter()
+            .any(|arg| arg == "-D__KERNEL__")
+            .then_some(CFlags { args })
     }
 
     /// Reads the compiler command from a Kbuild `.cmd` file (`cmd_` in 6.1,

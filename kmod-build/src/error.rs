@@ -104,6 +104,11 @@ pub enum Error {
     #[error("{release}: unpacked, but {why}")]
     UnusableFetch { release: String, why: String },
 
+    /// SIGINT, SIGTERM or SIGHUP stopped the build; its children were
+    /// stopped and nothing unchecked was left at an output path.
+    #[error("interrupted: the build was stopped, and nothing unchecked was installed")]
+    Interrupted,
+
     /// A bug in kmod-build itself.
     #[error("internal error: {what}")]
     Internal { what: String },
@@ -119,7 +124,8 @@ impl Error {
 
     /// Exit code for command-line front ends: 3 when the machine lacks
     /// something (a tree, a tool), 4 when a module would be refused by the
-    /// kernel, 2 for a file argument that is unusable, 1 otherwise.
+    /// kernel, 2 for a file argument that is unusable, 130 when interrupted,
+    /// 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::NoKernelTree { .. }
@@ -131,6 +137,8 @@ impl Error {
             Error::BadModule { .. } => 4,
             Error::BadInput { .. } | Error::Project { .. } => 2,
             Error::Spawn { .. } => 3,
+            // As a shell reports a command SIGINT stopped.
+            Error::Interrupted => 130,
             Error::Failed { first, .. } => first.exit_code(),
             Error::UnknownRelease { .. } => 2,
             Error::ForeignArch { .. } | Error::UnusableFetch { .. } => 3,

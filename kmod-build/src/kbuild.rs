@@ -1,12 +1,14 @@
 //! Linking through the tree's own Kbuild: `make -C <tree> M=<dir>` runs
 //! modpost (vermagic, `.mod.c`, `__versions`), objtool and the final link.
 
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::{Error, Result};
+use crate::files::{collect_leftovers, write_atomically};
 use crate::make::{check_kbuild_path, command_output, shown};
+use crate::process::Supervised;
 use crate::shim::SHIM_USE_PREFIX;
 use crate::tree::KernelTree;
 
@@ -52,15 +54,20 @@ pub fn start_link(tree: &KernelTree, name: &str, build_dir: &Utf8Path) -> Result
     std::fs::create_dir_all(build_dir).map_err(|e| Error::io(build_dir, e))?;
     let module_part = build_dir.join(MODULE_PART);
     remove_if_exists(&module_part)?;
+    // Whoever links in `build_dir` owns it: a killed link's parts.
+    collect_leftovers(build_dir, ".", true);
     write_if_changed(
         &build_dir.join("Kbuild"),
         waiting_kbuild_file(&module_part, std::process::id()).as_bytes(),
     )?;
-    // The Rust object and the shims are independent until the module link.
-    let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut make = Command::new("make");
-    make.arg(format!("-j{jobs}"))
-        .arg("-C")
+    // The Rust object and the shims are independent until the module link;
+    // a supervised make takes its jobs from the driver's budget instead.
+    if !crate::process::has_jobserver() {
+        let jobs = std::thread::available_parallelism().map_or(1, |n| n.get());
+        make.arg(format!("-j{jobs}"));
+    }
+    make.arg("-C")
         .arg(&tree.path)
         .arg(format!("M={build_dir}"))
         .args(tree.compiler().make_args())
@@ -70,11 +77,7 @@ pub fn start_link(tree: &KernelTree, name: &str, build_dir: &Utf8Path) -> Result
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
     let shown = shown(&make);
-    let child = make.spawn().map_err(|e| Error::Command {
-        command: shown.clone(),
-        status: String::new(),
-        output: e.to_string(),
-    })?;
+    let child = crate::process::spawn(&mut make, "make")?;
     Ok(PendingLink {
         make: Some(child),
         shown,
@@ -91,7 +94,7 @@ const MODULE_PART: &str = "kmod.mk";
 #[derive(Debug)]
 pub struct PendingLink {
     /// `None` once waited for.
-    make: Option<Child>,
+    make: Option<Supervised>,
     shown: String,
     name: String,
     build_dir: Utf8PathBuf,
@@ -139,18 +142,11 @@ impl PendingLink {
     /// soon as it exists) and waits for `make`; its output, or an error
     /// holding it.
     fn release(&mut self, part: &str) -> Result<String> {
-        let path = self.build_dir.join(MODULE_PART);
-        let partial = path.with_extension("mk.partial");
-        std::fs::write(&partial, part).map_err(|e| Error::io(&partial, e))?;
-        std::fs::rename(&partial, &path).map_err(|e| Error::io(&path, e))?;
+        write_atomically(&self.build_dir.join(MODULE_PART), part)?;
         let Some(make) = self.make.take() else {
             return Ok(String::new());
         };
-        let output = make.wait_with_output().map_err(|e| Error::Command {
-            command: self.shown.clone(),
-            status: String::new(),
-            output: e.to_string(),
-        })?;
+        let output = make.wait_with_output()?;
         command_output(&self.shown, output)
     }
 }

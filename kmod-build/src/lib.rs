@@ -38,6 +38,7 @@ pub mod keyring;
 mod make;
 pub mod mitigations;
 mod modinfo;
+pub mod process;
 mod rustflags;
 mod shim;
 pub mod signature;

@@ -33,7 +33,14 @@ impl StableHash {
 
     /// The first 16 hex digits: enough to tell cache entries apart.
     pub fn hex16(&self) -> String {
-        self.0.clone().finalize()[..8]
+        self.hex()[..16].to_owned()
+    }
+
+    /// All 64 hex digits: a checksum.
+    pub fn hex(&self) -> String {
+        self.0
+            .clone()
+            .finalize()
             .iter()
             .map(|byte| format!("{byte:02x}"))
             .collect()

@@ -40,6 +40,10 @@ enum Command {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Every build this runs shares one job budget and stops on Ctrl-C.
+    if let Err(error) = kmod_build::process::supervise() {
+        return cli.global.fail(&error.to_string(), error.exit_code());
+    }
     let result = match cli.command {
         Command::Kmod(command) => command.run(&cli.global).map_err(anyhow::Error::from),
         Command::Bench(args) => bench::run(&args),

@@ -138,6 +138,9 @@ fn main_as(name: &'static str, args: Vec<std::ffi::OsString>) -> ExitCode {
         Ok(cli) => cli,
         Err(error) => error.exit(),
     };
+    if let Err(error) = crate::process::supervise() {
+        return cli.global.fail(&error.to_string(), error.exit_code());
+    }
     match cli.command.run(&cli.global) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => cli.global.fail(&error.to_string(), error.exit_code()),

@@ -7,11 +7,13 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use super::compile::Compile;
 use super::fingerprint::Fingerprint;
+use super::lock::lock_file;
 use super::project::{ModuleCrate, Project};
 use super::report::{Artifact, Event, Reporter};
 use super::sign::{self, SigningKey};
 use super::{prerequisites, select, sysroot};
 use crate::error::{Error, Result};
+use crate::files::collect_leftovers;
 use crate::tree::KernelTree;
 use crate::{check, doctor, kbuild, ModuleInfo, RustFlags};
 
@@ -53,29 +55,9 @@ pub fn build(
     } else {
         select::trees(&options.kernels, reporter)?
     };
-    let mut results: Vec<(&KernelTree, Result<Artifact>)> = Vec::new();
-    let mut stale = Vec::new();
-    for tree in &trees {
-        // The fingerprint does not cover keys: a signed build always signs.
-        if options.sign.is_none()
-            && fingerprint(project, module, tree, &options.features).is_fresh()
-        {
-            let artifact = Artifact {
-                module: module.name.clone(),
-                release: tree.release.clone(),
-                path: project.ko_path(module, tree),
-                fresh: true,
-            };
-            reporter.report(Event::Artifact(&artifact));
-            results.push((tree, Ok(artifact)));
-        } else {
-            stale.push(tree);
-        }
-    }
-    if !stale.is_empty() {
-        results.extend(build_in_parallel(
-            project, module, &stale, options, reporter,
-        ));
+    let results = build_in_parallel(project, module, &trees, options, reporter);
+    if crate::process::interrupted() {
+        return Err(Error::Interrupted);
     }
     let summary = options
         .all_kernels
@@ -151,30 +133,22 @@ fn summarize(
 }
 
 /// Builds for every tree at once (each build has its own target dir and
-/// Kbuild dir); one result per tree.
+/// Kbuild dir), within the driver's job budget; one result per tree.
 fn build_in_parallel<'a>(
     project: &Project,
     module: &ModuleCrate,
-    trees: &[&'a KernelTree],
+    trees: &'a [KernelTree],
     options: &BuildOptions,
     reporter: &dyn Reporter,
 ) -> Vec<(&'a KernelTree, Result<Artifact>)> {
     std::thread::scope(|scope| {
         let builds: Vec<_> = trees
             .iter()
-            .map(|&tree| {
+            .enumerate()
+            .map(|(index, tree)| {
                 let build = move || {
-                    // A broken tree never reaches make.
-                    doctor::diagnose(tree).into_result(tree)?;
-                    let ko = build_for(project, module, tree, &options.features, reporter)?;
-                    if let Some(pair) = &options.sign {
-                        if let Err(error) = sign::sign(&ko, pair, tree, &ko, reporter) {
-                            remove_if_exists(&ko)?;
-                            return Err(error);
-                        }
-                        sign::warn_if_untrusted(tree, &ko, &pair.cert, reporter)?;
-                    }
-                    Ok(ko)
+                    let _slot = crate::process::job_slot(index)?;
+                    build_locked(project, module, tree, options, reporter)
                 };
                 (tree, scope.spawn(build))
             })
@@ -187,20 +161,61 @@ fn build_in_parallel<'a>(
                         what: format!("the build thread for {} panicked", tree.release),
                     })
                 });
-                let artifact = result.map(|path| {
-                    let artifact = Artifact {
-                        module: module.name.clone(),
-                        release: tree.release.clone(),
-                        path,
-                        fresh: false,
-                    };
-                    reporter.report(Event::Artifact(&artifact));
-                    artifact
-                });
-                (tree, artifact)
+                if let Ok(artifact) = &result {
+                    reporter.report(Event::Artifact(artifact));
+                }
+                (tree, result)
             })
             .collect()
     })
+}
+
+/// One tree's build, holding the lock on `module`'s outputs for `tree`:
+/// another build of the same module and kernel waits (saying so), then
+/// finds the module fresh.
+fn build_locked(
+    project: &Project,
+    module: &ModuleCrate,
+    tree: &KernelTree,
+    options: &BuildOptions,
+    reporter: &dyn Reporter,
+) -> Result<Artifact> {
+    let out = project.output_dir(tree);
+    std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
+    let lock = out.join(format!("{}.lock", module.name));
+    let _lock = lock_file(&lock, || {
+        reporter.status(
+            "Blocking",
+            &format!(
+                "waiting for file lock on {} for {} ({lock})",
+                module.name, tree.release
+            ),
+        )
+    })?;
+    // Nobody else writes these while we hold the lock: a killed build's.
+    collect_leftovers(&out, &format!(".{}.", module.name), true);
+    let artifact = |path, fresh| Artifact {
+        module: module.name.clone(),
+        release: tree.release.clone(),
+        path,
+        fresh,
+    };
+    // The fingerprint does not cover keys: a signed build always signs.
+    if options.sign.is_none() && fingerprint(project, module, tree, &options.features).is_fresh() {
+        return Ok(artifact(project.ko_path(module, tree), true));
+    }
+    // A broken tree never reaches make.
+    doctor::diagnose(tree).into_result(tree)?;
+    let ko = build_for(project, module, tree, &options.features, reporter)
+        .map_err(crate::process::unless_interrupted)?;
+    if let Some(pair) = &options.sign {
+        if let Err(error) = sign::sign(&ko, pair, tree, &ko, reporter) {
+            remove_if_exists(&ko)?;
+            return Err(crate::process::unless_interrupted(error));
+        }
+        sign::warn_if_untrusted(tree, &ko, &pair.cert, reporter)?;
+    }
+    Ok(artifact(ko, false))
 }
 
 /// Everything the `.ko` for `tree` was built from.

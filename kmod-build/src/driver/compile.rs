@@ -104,12 +104,9 @@ impl Compile<'_> {
             "cargo build -p {} --target {} ({})",
             self.package, self.flags.target, self.tree.release
         );
-        let mut child = command.spawn().map_err(|e| Error::Spawn {
-            program: "cargo".into(),
-            why: e.to_string(),
-        })?;
+        let mut child = crate::process::spawn(&mut command, "cargo")?;
         let mut shims = Vec::new();
-        if let Some(stdout) = child.stdout.take() {
+        if let Some(stdout) = child.take_stdout() {
             for line in std::io::BufReader::new(stdout).lines() {
                 let line = line.map_err(|e| Error::io("cargo's output", e))?;
                 reporter.report(Event::Cargo(&line));
@@ -126,7 +123,7 @@ impl Compile<'_> {
                 }
             }
         }
-        let status = child.wait().map_err(|e| Error::io("cargo", e))?;
+        let status = child.wait()?;
         if !status.success() {
             return Err(Error::Compile {
                 module: self.package.to_owned(),

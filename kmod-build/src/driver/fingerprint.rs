@@ -4,7 +4,7 @@
 use camino::{Utf8Path, Utf8PathBuf};
 
 use crate::error::{Error, Result};
-use crate::files::{file_stamp, write_atomically};
+use crate::files::{file_stamp, read_cache_entry, write_cache_entry, CacheEntry};
 use crate::stable_hash::StableHash;
 
 /// Size and mtime of every source rustc read (cargo's dep-info: the crate,
@@ -24,15 +24,18 @@ pub(crate) struct Fingerprint {
 
 impl Fingerprint {
     pub fn is_fresh(&self) -> bool {
-        let recorded = std::fs::read_to_string(&self.stamp).ok();
-        recorded.is_some() && recorded == self.compute()
+        // A damaged stamp is simply stale.
+        match read_cache_entry(&self.stamp) {
+            CacheEntry::Valid(recorded) => Some(recorded) == self.compute(),
+            CacheEntry::Missing | CacheEntry::Damaged(_) => false,
+        }
     }
 
     /// Called once the `.ko` is installed. Without a fingerprint the next
     /// build simply is not skipped.
     pub fn record(&self) -> Result<()> {
         match self.compute() {
-            Some(value) => write_atomically(&self.stamp, &value),
+            Some(value) => write_cache_entry(&self.stamp, &value),
             None => match std::fs::remove_file(&self.stamp) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                     Err(Error::io(&self.stamp, e))

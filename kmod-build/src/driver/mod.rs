@@ -11,6 +11,7 @@ pub mod build;
 mod compile;
 pub mod dkms;
 mod fingerprint;
+mod lock;
 pub mod new;
 pub mod prerequisites;
 pub mod project;
@@ -19,7 +20,7 @@ pub mod select;
 pub mod sign;
 mod sysroot;
 
-use std::process::{Command, Output};
+use std::process::{Command, Output, Stdio};
 
 pub use build::{build, build_for, BuildOptions};
 pub use compile::{profile_args, PROFILE_NAME};
@@ -36,10 +37,7 @@ pub(crate) fn run_output(command: &mut Command) -> Result<String> {
 
 /// Runs `command` with its output going to the user's terminal.
 pub(crate) fn run_status(command: &mut Command, what: &str) -> Result<()> {
-    let status = command.status().map_err(|e| Error::Spawn {
-        program: program(command),
-        why: e.to_string(),
-    })?;
+    let status = crate::process::spawn(command, &program(command))?.wait()?;
     if status.success() {
         return Ok(());
     }
@@ -51,10 +49,11 @@ pub(crate) fn run_status(command: &mut Command, what: &str) -> Result<()> {
 }
 
 fn spawn(command: &mut Command) -> Result<Output> {
-    command.output().map_err(|e| Error::Spawn {
-        program: program(command),
-        why: e.to_string(),
-    })
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    crate::process::spawn(command, &program(command))?.wait_with_output()
 }
 
 fn checked(command: &Command, output: Output) -> Result<Output> {

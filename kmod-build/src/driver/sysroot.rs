@@ -15,17 +15,21 @@ use std::time::Instant;
 use camino::{Utf8Path, Utf8PathBuf};
 
 use super::compile::{cargo, profile_args, PROFILE_NAME};
+use super::lock::{lock_file, try_lock_file};
 use super::report::Reporter;
 use crate::error::{Error, Result};
+use crate::files::{file_stamp, read_cache_entry, write_cache_entry, CacheEntry};
 use crate::rustflags::RustFlags;
 use crate::stable_hash::StableHash;
 
 /// Written last into a sysroot's library directory: the sysroot is whole.
+/// A cache entry listing each rlib with its size and mtime, so that a
+/// truncated or rewritten rlib is seen before rustc trips over it.
 const COMPLETE: &str = ".complete";
 
 /// The sysroot for `flags` with the toolchain `workspace` selects, built
-/// first if missing. Several builds may ask at once: each builds in its
-/// own directory and the first to rename it into place wins.
+/// first if missing or damaged. Several builds may ask at once: one builds
+/// it under a lock while the others wait, saying so.
 pub(crate) fn ensure(
     workspace: &Utf8Path,
     flags: &RustFlags,
@@ -41,21 +45,40 @@ pub(crate) fn ensure(
         .part(flags.encoded())
         .parts(&profile_args())
         .part(flags.target);
+    let key = key.hex16();
     let sysroots = crate::cache_home().join("sysroot");
-    let sysroot = sysroots.join(key.hex16());
+    let sysroot = sysroots.join(&key);
     let lib = sysroot.join("lib/rustlib").join(flags.target).join("lib");
-    if lib.join(COMPLETE).is_file() {
+    if check_whole(&lib).is_ok() {
         return Ok(sysroot);
+    }
+    std::fs::create_dir_all(&sysroots).map_err(|e| Error::io(&sysroots, e))?;
+    let _lock = lock_file(&sysroots.join(format!("{key}.lock")), || {
+        reporter.status(
+            "Blocking",
+            &format!("waiting for file lock on the core/alloc sysroot {sysroot}"),
+        )
+    })?;
+    collect_abandoned_builds(&sysroots, &key);
+    match check_whole(&lib) {
+        Ok(()) => return Ok(sysroot),
+        Err(Some(why)) => {
+            reporter.warning(&format!(
+                "the core/alloc sysroot {sysroot} is damaged ({why}); building it again"
+            ));
+            std::fs::remove_dir_all(&sysroot).map_err(|e| Error::io(&sysroot, e))?;
+        }
+        Err(None) => {}
     }
     reporter.status(
         "Compiling",
         &format!("core and alloc into {sysroot} (once per toolchain and codegen flags)"),
     );
     let started = Instant::now();
-    std::fs::create_dir_all(&sysroots).map_err(|e| Error::io(&sysroots, e))?;
-    // Removed when dropped, on every way out, error included.
+    // Removed when dropped, on every way out, error included; a killed
+    // build's is collected by the next one.
     let build_dir = tempfile::Builder::new()
-        .prefix(&format!("{}.build.", key.hex16()))
+        .prefix(&format!("{key}{BUILD_INFIX}"))
         .tempdir_in(&sysroots)
         .map_err(|e| Error::io(&sysroots, e))?;
     let build_dir_path =
@@ -65,25 +88,73 @@ pub(crate) fn ensure(
     let rlibs = build(workspace, flags, &build_dir_path)?;
     let partial = build_dir_path.join("lib");
     std::fs::create_dir_all(&partial).map_err(|e| Error::io(&partial, e))?;
+    let mut manifest = String::new();
     for rlib in &rlibs {
-        let to = partial.join(rlib.file_name().unwrap_or_default());
+        let name = rlib.file_name().unwrap_or_default();
+        let to = partial.join(name);
         std::fs::copy(rlib, &to).map_err(|e| Error::io(&to, e))?;
+        manifest += &format!("{} {name}\n", file_stamp(&to));
     }
-    let complete = partial.join(COMPLETE);
-    std::fs::write(&complete, "").map_err(|e| Error::io(&complete, e))?;
+    write_cache_entry(&partial.join(COMPLETE), &manifest)?;
     let parent = lib.parent().unwrap_or(&sysroot);
     std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    if let Err(e) = std::fs::rename(&partial, &lib) {
-        // Another build got there first with the same sysroot.
-        if !lib.join(COMPLETE).is_file() {
-            return Err(Error::io(&lib, e));
-        }
-    }
+    std::fs::rename(&partial, &lib).map_err(|e| Error::io(&lib, e))?;
     reporter.status(
         "Compiled",
         &format!("core and alloc in {:.1}s", started.elapsed().as_secs_f64()),
     );
     Ok(sysroot)
+}
+
+/// Between a sysroot's key and the random part of its build directory.
+const BUILD_INFIX: &str = ".build.";
+
+/// `Ok` if the sysroot in `lib` is whole: every rlib its manifest lists,
+/// unchanged. `Err(None)`: not built; `Err(Some(why))`: damaged.
+fn check_whole(lib: &Utf8Path) -> std::result::Result<(), Option<String>> {
+    let manifest = lib.join(COMPLETE);
+    let text = match read_cache_entry(&manifest) {
+        CacheEntry::Valid(text) => text,
+        CacheEntry::Missing if !lib.exists() => return Err(None),
+        CacheEntry::Missing => return Err(Some(format!("{manifest} is missing"))),
+        CacheEntry::Damaged(why) => return Err(Some(format!("{manifest}: {why}"))),
+    };
+    if !text.lines().any(|line| line.contains(" libcore-")) {
+        return Err(Some(format!("{manifest} lists no libcore")));
+    }
+    for line in text.lines() {
+        // `<size> <mtime> <name>`, as file_stamp and the build wrote it.
+        let Some((stamp, name)) = line.rsplit_once(' ') else {
+            return Err(Some(format!("{manifest}: malformed line `{line}`")));
+        };
+        let rlib = lib.join(name);
+        if file_stamp(&rlib) != stamp {
+            return Err(Some(format!("{rlib} changed since it was built")));
+        }
+    }
+    Ok(())
+}
+
+/// Removes the build directories killed builds left: those whose sysroot
+/// nobody is building (its lock is free), and `held`'s, whose lock we hold.
+fn collect_abandoned_builds(sysroots: &Utf8Path, held: &str) {
+    let Ok(entries) = sysroots.read_dir_utf8() else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let Some((key, _)) = entry.file_name().split_once(BUILD_INFIX) else {
+            continue;
+        };
+        let _other = if key == held {
+            None
+        } else {
+            match try_lock_file(&sysroots.join(format!("{key}.lock"))) {
+                Ok(Some(lock)) => Some(lock),
+                _ => continue,
+            }
+        };
+        let _ = std::fs::remove_dir_all(entry.path());
+    }
 }
 
 /// Builds the std crates as dependencies of a `no_std` staticlib in
