@@ -61,7 +61,12 @@ pub enum CacheEntry {
 
 /// Writes `contents` as a cache entry (atomically, with its checksum).
 pub fn write_cache_entry(path: &Utf8Path, contents: &str) -> Result<()> {
-    write_atomically(path, &(cache_header(contents) + contents))
+    write_atomically(path, &encode_cache_entry(contents))
+}
+
+/// A cache entry's bytes: the header line, then `contents`.
+pub fn encode_cache_entry(contents: &str) -> String {
+    cache_header(contents) + contents
 }
 
 /// Reads a cache entry [`write_cache_entry`] wrote.

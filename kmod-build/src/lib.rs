@@ -54,6 +54,8 @@ pub use cflags::CFlags;
 pub use config::Config;
 pub use errno::Errno;
 pub use error::{Error, Result};
+/// The format of every cache entry kmod-build keeps (for tools and fuzzing).
+pub use files::{encode_cache_entry, parse_cache_entry};
 pub use modinfo::{ModuleInfo, VersionEntry};
 pub use rustflags::RustFlags;
 pub use shim::SHIM_FILE;

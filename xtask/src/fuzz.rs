@@ -9,7 +9,7 @@ use xshell::{cmd, Shell};
 use crate::{project_root, status};
 
 /// Every target in `fuzz/fuzz_targets`.
-const TARGETS: &[&str] = &["symvers", "config", "cmd_file", "module"];
+const TARGETS: &[&str] = &["symvers", "config", "cmd_file", "module", "cache_entry"];
 
 /// Lines per seed cut from a `Module.symvers` or `auto.conf`: libFuzzer
 /// mutates small inputs far better than 27k-line files.
@@ -96,6 +96,7 @@ fn write_seeds(sh: &Shell, target: &str, trees: &[KernelTree], corpus: &Utf8Path
                 &tree.path.join("include/config/auto.conf"),
             )?),
             "cmd_file" => seeds.extend(cmd_file_seeds(release)?),
+            "cache_entry" => seeds.extend(cache_entry_seeds(release)?),
             _ => seeds.extend(module_seeds(sh, tree)?),
         }
     }
@@ -138,6 +139,27 @@ fn cmd_file_seeds(release: &str) -> Result<Vec<(String, Vec<u8>)>> {
         for entry in entries.flatten() {
             let name = entry.file_name();
             if name.starts_with('.') && name.ends_with(".o.cmd") {
+                let path = entry.path();
+                let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
+                seeds.push((format!("{release}-{name}"), bytes));
+            }
+        }
+    }
+    Ok(seeds)
+}
+
+/// The cache entries the builds here left for `release`: C flags,
+/// bindings' header lists, fingerprints (bindings themselves are large).
+fn cache_entry_seeds(release: &str) -> Result<Vec<(String, Vec<u8>)>> {
+    let mut seeds = Vec::new();
+    let kmod = project_root().join("target/kmod");
+    for dir in [kmod.join("cache").join(release), kmod.join(release)] {
+        let Ok(entries) = dir.read_dir_utf8() else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            if name == "cflags" || name.ends_with(".headers") || name.ends_with(".fingerprint") {
                 let path = entry.path();
                 let bytes = std::fs::read(path).with_context(|| format!("reading {path}"))?;
                 seeds.push((format!("{release}-{name}"), bytes));

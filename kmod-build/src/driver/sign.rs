@@ -97,7 +97,7 @@ pub fn generate_key(out_dir: &Utf8Path, common_name: &str, days: u32) -> Result<
 }
 
 /// Signs `module` for `tree` into `output` (which may be `module`), through
-/// `<output>.partial` so that a failure leaves no half-signed file, and
+/// a temporary file beside it so that a failure leaves no half-signed file, and
 /// checks that the result verifies against the certificate.
 pub fn sign(
     module: &Utf8Path,
@@ -127,8 +127,24 @@ pub fn sign(
             })
         }
     };
-    let partial = Utf8PathBuf::from(format!("{output}.partial"));
-    std::fs::write(&partial, unsigned).map_err(|e| Error::io(&partial, e))?;
+    // Removed on every way out but the rename; named as a leftover of
+    // `output` (`.<name>.<random>.partial`) should the signer be killed.
+    let dir = output.parent().unwrap_or(Utf8Path::new("."));
+    let mut partial_file = tempfile::Builder::new()
+        .prefix(&format!(".{}.", output.file_name().unwrap_or("module")))
+        .suffix(crate::files::PARTIAL_SUFFIX)
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    std::io::Write::write_all(&mut partial_file, unsigned).map_err(|e| Error::io(dir, e))?;
+    // A module is world-readable, as Kbuild leaves it (temporary files are 0600).
+    partial_file
+        .as_file()
+        .set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o644))
+        .map_err(|e| Error::io(dir, e))?;
+    let partial =
+        Utf8PathBuf::try_from(partial_file.path().to_owned()).map_err(|e| Error::NonUtf8Path {
+            path: e.into_path_buf(),
+        })?;
     let signed = run_sign_file(&sign_file, hash, pair, &partial).and_then(|()| {
         let signed = ModuleInfo::read(&partial)?;
         let mut summary = signature::Summary::of(signed.signature.as_ref());
@@ -141,14 +157,10 @@ pub fn sign(
             }),
         }
     });
-    let summary = match signed {
-        Ok(summary) => summary,
-        Err(error) => {
-            let _ = std::fs::remove_file(&partial);
-            return Err(error);
-        }
-    };
-    std::fs::rename(&partial, output).map_err(|e| Error::io(output, e))?;
+    let summary = signed?;
+    partial_file
+        .persist(output)
+        .map_err(|e| Error::io(output, e.error))?;
     reporter.status("Signed", &format!("{output}: {summary}"));
     Ok(summary)
 }
