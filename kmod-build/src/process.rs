@@ -310,6 +310,20 @@ pub fn job_slot(index: usize) -> Result<JobSlot> {
     }
 }
 
+/// A slot of the job budget if one is free now (always, without
+/// [`supervise`]: then there is no budget).
+pub fn spare_slot() -> Option<JobSlot> {
+    match SUPERVISOR.get() {
+        Some(supervisor) => match supervisor.jobserver.try_acquire() {
+            Ok(Some(acquired)) => Some(JobSlot {
+                _token: Some(acquired),
+            }),
+            _ => None,
+        },
+        None => Some(JobSlot { _token: None }),
+    }
+}
+
 /// Whether children get their job budget from [`supervise`]'s jobserver
 /// (then `make` must not be given its own `-j`).
 pub fn has_jobserver() -> bool {

@@ -271,7 +271,18 @@ pub fn build_for(
 
     reporter.status("Compiling", &format!("{name} ({release})"));
     // Kbuild sets itself up while cargo compiles; it waits for the objects.
-    let link = kbuild::start_link(tree, name, &out.join("kbuild").join(name))?;
+    // Kbuild reads the tree's Makefiles and probes the compiler (about 0.7 s)
+    // while cargo compiles, when the job budget has a slot to spare for it;
+    // the slot is returned once make waits for the Rust objects.
+    let kbuild_dir = out.join("kbuild").join(name);
+    let early_link = match crate::process::spare_slot() {
+        Some(slot) => {
+            let link = kbuild::start_link(tree, name, &kbuild_dir)?;
+            link.release_when_waiting(slot);
+            Some(link)
+        }
+        None => None,
+    };
     let sysroot = sysroot::ensure(&project.root, &flags, reporter)?;
     let shims = Compile {
         workspace: &project.root,
@@ -287,6 +298,10 @@ pub fn build_for(
     .run(reporter)?;
 
     reporter.status("Linking", &format!("{name}.ko ({release})"));
+    let link = match early_link {
+        Some(link) => link,
+        None => kbuild::start_link(tree, name, &kbuild_dir)?,
+    };
     let linked = link.finish(&staticlib(project, module, tree), &shims)?;
     if !linked.warnings.is_empty() {
         return Err(Error::BadModule {
