@@ -64,7 +64,8 @@ pub fn run(sh: &Shell, trees: &[KernelTree], results: &mut Results) {
     // tree; it also tells which sysroot that tree uses.
     let mut sysroot = None;
     if let [first, ..] = trees {
-        let result = killed_sysroot(&env, first).map(|dir| sysroot = Some(dir));
+        let (result, dir) = killed_sysroot(&env, first);
+        sysroot = dir;
         results.record(
             format!("robust::killed_during_sysroot::{}", first.release),
             result,
@@ -457,16 +458,21 @@ fn at_once(env: &Env, builds: &[(&str, &KernelTree)]) -> Result<()> {
         .collect::<Result<_>>()?;
     let mut failures = Vec::new();
     for ((module, tree), finished) in builds.iter().zip(&finished) {
-        let blocked = finished.stderr.contains("Blocking waiting for");
+        let blocked: Vec<&str> = finished
+            .stderr
+            .lines()
+            .filter(|line| line.contains("Blocking waiting for"))
+            .map(str::trim)
+            .collect();
         eprintln!(
             "      {module} for {}: {} in {:.1}s{}",
             tree.release,
             finished.status,
             finished.elapsed.as_secs_f64(),
-            if blocked {
-                ", said `Blocking waiting for`"
+            if blocked.is_empty() {
+                String::new()
             } else {
-                ""
+                format!(", said: {}", blocked.join("; "))
             }
         );
         if !finished.status.success() {
@@ -664,13 +670,22 @@ fn killed(env: &Env, tree: &KernelTree) -> Result<()> {
 /// A sysroot build (in a test cache home emptied of them) killed twice,
 /// SIGINT to the group, then SIGKILL to the driver, while cargo builds
 /// `core`; then one build that must finish it and collect the leftovers.
-/// The tree's sysroot directory, for the damaged-cache tests.
-fn killed_sysroot(env: &Env, tree: &KernelTree) -> Result<Utf8PathBuf> {
+/// Also the tree's sysroot directory (if seen), for the damaged-cache tests.
+fn killed_sysroot(env: &Env, tree: &KernelTree) -> (Result<()>, Option<Utf8PathBuf>) {
+    let mut sysroot = None;
+    let result = killed_sysroot_into(env, tree, &mut sysroot);
+    (result, sysroot)
+}
+
+fn killed_sysroot_into(
+    env: &Env,
+    tree: &KernelTree,
+    sysroot: &mut Option<Utf8PathBuf>,
+) -> Result<()> {
     let kernel = Kernel::load(tree)?;
     let sysroots = env.sysroots();
     std::fs::remove_dir_all(&sysroots).with_context(|| format!("removing {sysroots}"))?;
     let mut failures = Failures::default();
-    let mut sysroot = None;
     for how in [Kill::GroupInterrupt, Kill::DriverKill] {
         let result = (|| {
             env.touch(HELLO)?;
@@ -681,13 +696,13 @@ fn killed_sysroot(env: &Env, tree: &KernelTree) -> Result<Utf8PathBuf> {
                 .nth(1)
                 .and_then(|rest| rest.split(' ').next())
                 .context("no directory in the sysroot status line")?;
-            sysroot = Some(Utf8PathBuf::from(dir));
+            *sysroot = Some(Utf8PathBuf::from(dir));
             build.wait_for_process("--crate-name core")?;
             kill_and_inspect(env, build, how, tree, &kernel)
         })();
         failures.case(&format!("killed ({how:?}) while building core"), result);
     }
-    let sysroot = sysroot.context("no sysroot build was seen")?;
+    let sysroot = sysroot.clone().context("no sysroot build was seen")?;
     // Every other tree's sysroot, copied back: only this one is rebuilt.
     env.seed_sysroots(Some(&sysroot))?;
     let result = (|| {
@@ -712,7 +727,7 @@ fn killed_sysroot(env: &Env, tree: &KernelTree) -> Result<Utf8PathBuf> {
         Ok(())
     })();
     failures.case("the next build after killed sysroot builds", result);
-    failures.into_result().map(|()| sysroot)
+    failures.into_result()
 }
 
 // ---------------------------------------------------------------------------
