@@ -16,6 +16,7 @@ mod agreement;
 mod damaged;
 mod examples;
 mod new_project;
+mod robust;
 mod ship;
 mod soundness;
 mod trust;
@@ -35,6 +36,16 @@ pub struct Args {
     /// Never install missing system packages; say which command would.
     #[arg(long)]
     no_install: bool,
+    /// Run only this group of boot tests (with `--boot-only`, nothing else).
+    #[arg(long, value_enum, value_name = "GROUP")]
+    only: Option<Only>,
+}
+
+/// Boot-test groups `--only` can pick.
+#[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
+enum Only {
+    /// Concurrent, killed and damaged-cache builds (test/robust.rs).
+    Robust,
 }
 
 /// Kernel log lines that mean something went wrong, whatever the module.
@@ -62,6 +73,10 @@ pub fn run(args: &Args) -> Result<()> {
     let trees = workspace::trees_or_every_installed(&args.kernels)?;
     let hello = ModuleCrate::find("hello")?;
     let mut results = Results::default();
+    if args.only == Some(Only::Robust) {
+        robust::run(&sh, &trees, &mut results);
+        return results.finish();
+    }
     for tree in &trees {
         results.record(
             format!("boot::hello::{}", tree.release),
@@ -123,6 +138,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     ship::run(&sh, &trees, &hello, &mut results);
     new_project::run(&sh, &trees, &mut results);
+    robust::run(&sh, &trees, &mut results);
     results.record("package::publishable_crates".into(), publishable(&sh));
     if args.fuzz_seconds > 0 {
         // After the boot tests: their broken modules seed the `.ko` target.
