@@ -717,7 +717,8 @@ fn killed_sysroot_into(
             .with_context(|| format!("reading {sysroots}"))?
             .flatten()
             .map(|e| e.file_name().to_owned())
-            .filter(|name| name.starts_with(&format!("{stem}.")))
+            // `<key>.lock` stays: it is the lock itself, never a leftover.
+            .filter(|name| name.starts_with(&format!("{stem}.")) && !name.ends_with(".lock"))
             .collect();
         ensure!(
             leftovers.is_empty(),
@@ -841,8 +842,10 @@ fn bindings_entry(env: &Env, tree: &KernelTree, cache: &Utf8Path) -> Result<Utf8
     {
         let name = entry.file_name();
         if name.starts_with("bindings-") && name.ends_with(".rs") {
-            if let Ok(text) = std::fs::read(entry.path()) {
-                if used.contains(&text) {
+            // An entry is its contents after a checksum line.
+            let bytes = std::fs::read(entry.path()).unwrap_or_default();
+            if let Ok(text) = kmod_build::parse_cache_entry(&bytes) {
+                if used.contains(text.as_bytes()) {
                     return Ok(entry.into_path());
                 }
             }
