@@ -561,7 +561,10 @@ pub fn symbols(module: &ModuleInfo, kernel: &Kernel) -> Vec<Finding> {
             found: found.to_owned(),
             kernel_says,
         };
-        let unknown = format!("{name}: Unknown symbol {symbol} (err -2)");
+        let unknown = format!(
+            "{name}: Unknown symbol {symbol} (err -{})",
+            Errno::ENOENT.number()
+        );
         let Some(export) = kernel.symvers.get(symbol) else {
             let expected = "an export in Module.symvers".into();
             findings.push(finding(

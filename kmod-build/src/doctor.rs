@@ -145,6 +145,15 @@ pub fn tree_problems(tree: &KernelTree) -> Vec<Problem> {
             "the kernel's exports for modpost",
             Piece::Symvers,
         ));
+    } else if let Err(error) = tree.symvers() {
+        problems.push(unreadable(tree, symvers, error, Piece::Symvers));
+    }
+    // The build reads the config with this very parser (`check::Kernel::load`).
+    let auto_conf = objtree("include/config/auto.conf");
+    if auto_conf.is_file() {
+        if let Err(error) = tree.config() {
+            problems.push(unreadable(tree, auto_conf, error, Piece::Generated));
+        }
     }
     problems.extend(host_tool_problems(tree));
     problems
@@ -163,6 +172,22 @@ fn missing(tree: &KernelTree, path: Utf8PathBuf, role: &str, piece: Piece) -> Pr
     Problem {
         subject: path.to_string(),
         why: format!("missing from the kernel-devel tree ({role})"),
+        fix: fix_at(&tree.packaged(), piece, Some(&path)),
+        path: Some(path),
+    }
+}
+
+/// A file of the tree that is there but that the build cannot read or
+/// parse: the line at fault, as the build would stop on it.
+fn unreadable(tree: &KernelTree, path: Utf8PathBuf, error: Error, piece: Piece) -> Problem {
+    let (subject, why) = match error {
+        Error::Parse { path, line, why } if line > 0 => (format!("{path}:{line}"), why),
+        Error::Parse { path, why, .. } => (path.to_string(), why),
+        other => (path.to_string(), other.to_string()),
+    };
+    Problem {
+        subject,
+        why: format!("damaged (the build stops here): {why}"),
         fix: fix_at(&tree.packaged(), piece, Some(&path)),
         path: Some(path),
     }

@@ -55,6 +55,12 @@ pub enum Error {
     #[error("{module}: {reason}")]
     BadModule { module: Utf8PathBuf, reason: String },
 
+    /// A file the build itself produced (cargo's staticlib, Kbuild's
+    /// `.ko`) that is damaged: a build failure, not a module the kernel
+    /// would refuse.
+    #[error("{path}: {why} (a damaged build output; `cargo clean` removes it)")]
+    BadBuildOutput { path: Utf8PathBuf, why: String },
+
     /// A file the user named is not what the command needs.
     #[error("{path}: {why}")]
     BadInput { path: Utf8PathBuf, why: String },

@@ -204,9 +204,9 @@ fn waiting_kbuild_file(module_part: &Utf8Path, pid: u32) -> String {
 /// `compiler_builtins`.
 fn crate_objects(staticlib: &Utf8Path) -> Result<Vec<Vec<u8>>> {
     let bytes = std::fs::read(staticlib).map_err(|e| Error::io(staticlib, e))?;
-    let bad = |why: String| Error::BadModule {
-        module: staticlib.to_owned(),
-        reason: why,
+    let bad = |why: String| Error::BadBuildOutput {
+        path: staticlib.to_owned(),
+        why,
     };
     let archive = object::read::archive::ArchiveFile::parse(&*bytes)
         .map_err(|e| bad(format!("not an archive: {e}")))?;
@@ -233,9 +233,9 @@ fn undefined_symbols(staticlib: &Utf8Path, objects: &[Vec<u8>]) -> Result<Vec<St
     use object::{Object, ObjectSymbol};
     let mut names = Vec::new();
     for data in objects {
-        let file = object::File::parse(&**data).map_err(|e| Error::BadModule {
-            module: staticlib.to_owned(),
-            reason: format!("unreadable object: {e}"),
+        let file = object::File::parse(&**data).map_err(|e| Error::BadBuildOutput {
+            path: staticlib.to_owned(),
+            why: format!("unreadable object: {e}"),
         })?;
         for symbol in file.symbols().filter(|s| s.is_undefined()) {
             if let Ok(name) = symbol.name() {
@@ -308,6 +308,37 @@ fn write_if_changed(path: &Utf8Path, contents: &[u8]) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A staticlib cargo left damaged is a build failure (exit 1) naming
+    /// it, not a module the kernel would refuse (exit 4).
+    #[test]
+    fn damaged_staticlibs_are_build_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        let garbage = dir.join("libgarbage.a");
+        std::fs::write(&garbage, b"\x7fELF, or so it claims").unwrap();
+        // A real archive whose member is not an object.
+        let member = dir.join("hello-0123.o");
+        std::fs::write(&member, b"not an object").unwrap();
+        let archive = dir.join("libhello.a");
+        let status = Command::new("ar")
+            .arg("rc")
+            .args([&archive, &member])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        let not_archive = crate_objects(&garbage).unwrap_err();
+        let objects = crate_objects(&archive).unwrap();
+        let not_object = undefined_symbols(&archive, &objects).unwrap_err();
+        for (error, path) in [(not_archive, &garbage), (not_object, &archive)] {
+            assert!(
+                matches!(&error, Error::BadBuildOutput { path: at, .. } if at == path),
+                "{error:?}"
+            );
+            assert_eq!(error.exit_code(), 1, "{error}");
+            assert!(error.to_string().starts_with(path.as_str()), "{error}");
+        }
+    }
 
     #[test]
     fn paths_kbuild_cannot_use_are_refused() {

@@ -46,6 +46,7 @@ use std::{
 
 use anyhow::{bail, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
+use kmod_build::Errno;
 
 const DEFAULT_TIMEOUT: Duration = Duration::from_secs(180);
 const KVM_PROBE_TIMEOUT: Duration = Duration::from_secs(20);
@@ -134,6 +135,19 @@ pub struct Section<'a> {
     pub output: &'a str,
     /// CMD's exit status.
     pub rc: i32,
+}
+
+impl Section<'_> {
+    /// How an `insmod` section ended: `Ok(None)` loaded, `Ok(Some(errno))`
+    /// refused (busybox `insmod` exits with `init_module(2)`'s errno; what
+    /// it prints is its own wording, not `strerror`), `Err(status)` an exit
+    /// status that is no errno kmod-build knows.
+    pub fn insmod(&self) -> Result<Option<Errno>, i32> {
+        match self.rc {
+            0 => Ok(None),
+            rc => Errno::from_number(rc).map(Some).ok_or(rc),
+        }
+    }
 }
 
 impl Guest {

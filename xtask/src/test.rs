@@ -4,7 +4,7 @@
 
 use anyhow::{bail, ensure, Context, Result};
 use camino::Utf8PathBuf;
-use kmod_build::{check, KernelTree, ModuleInfo};
+use kmod_build::{check, Errno, KernelTree, ModuleInfo};
 use xshell::{cmd, Shell};
 
 use crate::qemu::Guest;
@@ -347,8 +347,9 @@ fn boot_hello(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> 
     )?;
     let refused = log.expect_section("refused")?;
     ensure!(
-        refused.rc != 0,
-        "the kernel loaded the copy with a flipped CRC:\n{}",
+        refused.insmod() == Ok(Some(Errno::EINVAL)),
+        "insmod of the copy with a flipped CRC gave {:?}, not EINVAL:\n{}",
+        refused.insmod(),
         refused.output
     );
     let refused_log = log.expect_section("refused_log")?.output;
@@ -357,7 +358,11 @@ fn boot_hello(sh: &Shell, hello: &ModuleCrate, tree: &KernelTree) -> Result<()> 
         refused_log.contains(refusal),
         "the kernel did not say `{refusal}`:\n{refused_log}"
     );
-    let expected_refusal = [refusal, "hello: Unknown symbol _printk (err -22)"];
+    let unknown = format!(
+        "hello: Unknown symbol _printk (err -{})",
+        Errno::EINVAL.number()
+    );
+    let expected_refusal = [refusal, unknown.as_str()];
     ensure_clean(
         refused_log
             .lines()

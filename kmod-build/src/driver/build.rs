@@ -320,7 +320,15 @@ pub fn build_for(
             tree.path.join("Module.symvers")
         ),
     );
-    let report = check::check(&ModuleInfo::read(&linked.ko)?, &kernel);
+    let info = ModuleInfo::read(&linked.ko).map_err(|error| match error {
+        // Kbuild's own output that is not an object at all: the build broke.
+        Error::BadModule { module, reason } => Error::BadBuildOutput {
+            path: module,
+            why: reason,
+        },
+        other => other,
+    })?;
+    let report = check::check(&info, &kernel);
     let reason = if let check::Verdict::Refused(_) | check::Verdict::WouldCrash(_) = report.verdict
     {
         Some("the kernel would refuse it")

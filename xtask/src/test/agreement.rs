@@ -134,11 +134,11 @@ pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path, others: &[Utf8PathBu
 
     let mut disagreements = Vec::new();
     for case in &cases {
-        let rc = log.expect_section(&case.name)?.rc;
+        let returned = log.expect_section(&case.name)?.insmod();
         let kernel_log = log.expect_section(&format!("{}-log", case.name))?.output;
-        let expected_rc = match case.verdict {
-            Verdict::Refused(errno) => errno.number(),
-            Verdict::Loads | Verdict::LoadsWithTaint(_) => 0,
+        let expected = match case.verdict {
+            Verdict::Refused(errno) => Some(errno),
+            Verdict::Loads | Verdict::LoadsWithTaint(_) => None,
             Verdict::Undetermined(ref why) | Verdict::WouldCrash(ref why) => {
                 bail!("{}: no errno to compare: {why}", case.name)
             }
@@ -147,9 +147,9 @@ pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path, others: &[Utf8PathBu
             .kernel_says
             .as_deref()
             .is_none_or(|says| kernel_log.contains(says));
-        if rc != expected_rc || !said {
+        if returned != Ok(expected) || !said {
             disagreements.push(format!(
-                "{}: check says {:?} (`{}`), the kernel returned {rc}:\n{kernel_log}",
+                "{}: check says {:?} (`{}`), the kernel returned {returned:?}:\n{kernel_log}",
                 case.name,
                 case.verdict,
                 case.kernel_says.as_deref().unwrap_or("")

@@ -323,18 +323,18 @@ pub fn run(tree: &KernelTree, hello: &Utf8Path) -> Result<()> {
         let log = guest.run(&script)?;
         for (ko, expected, kernel_says) in batch {
             let file = ko.file_name().unwrap_or_default();
-            let rc = log.expect_section(file)?.rc;
+            let returned = log.expect_section(file)?.insmod();
             let kernel_log = log.expect_section(&format!("{file}-log"))?.output;
-            let expected_rc = match expected {
-                Expect::Refused(errno) => errno.number(),
-                _ => 0,
+            let expected_errno = match expected {
+                Expect::Refused(errno) => Some(*errno),
+                _ => None,
             };
             let said = kernel_says
                 .as_deref()
                 .is_none_or(|says| kernel_log.contains(says));
-            if rc != expected_rc || !said || kernel_log.contains("BUG:") {
+            if returned != Ok(expected_errno) || !said || kernel_log.contains("BUG:") {
                 disagreements.push(format!(
-                    "{file}: check says {expected:?} (`{}`), insmod exited {rc}:\n{kernel_log}",
+                    "{file}: check says {expected:?} (`{}`), insmod gave {returned:?}:\n{kernel_log}",
                     kernel_says.as_deref().unwrap_or("")
                 ));
             }

@@ -5,7 +5,7 @@
 
 use anyhow::{ensure, Context, Result};
 use camino::{Utf8Path, Utf8PathBuf};
-use kmod_build::KernelTree;
+use kmod_build::{Errno, KernelTree};
 use xshell::Shell;
 
 use super::ensure_clean;
@@ -140,14 +140,15 @@ fn expect_output(log: &GuestLog, checks: &[(&str, &str)]) -> Result<()> {
     Ok(())
 }
 
-/// Sections that must have failed, saying `says` (anything when empty),
-/// e.g. `ls` of what unloading removed.
-fn expect_failure(log: &GuestLog, checks: &[(&str, &str)]) -> Result<()> {
-    for (section, says) in checks {
+/// Sections that must have failed, with the shell printing the errno's
+/// `strerror` (any failure for `None`, e.g. `ls` of what unloading removed).
+fn expect_failure(log: &GuestLog, checks: &[(&str, Option<Errno>)]) -> Result<()> {
+    for (section, errno) in checks {
         let found = log.expect_section(section)?;
+        let says = errno.map_or("", Errno::message);
         ensure!(
             found.rc != 0 && found.output.contains(says),
-            "{section}: expected a failure saying {says:?}, got {:?} (rc {})",
+            "{section}: expected a failure with {errno:?} ({says:?}), got {:?} (rc {})",
             found.output,
             found.rc
         );
@@ -167,9 +168,11 @@ fn expect_logged(kernel_log: &str, level: u8, message: &str) -> Result<()> {
 }
 
 fn params(log: &GuestLog, kernel_log: &str) -> Result<()> {
-    // busybox insmod exits with init_module(2)'s errno: EINVAL is 22.
-    let refused = log.expect_section("params_refused")?;
-    ensure!(refused.rc == 22, "greetings=99: insmod rc {}", refused.rc);
+    let refused = log.expect_section("params_refused")?.insmod();
+    ensure!(
+        refused == Ok(Some(Errno::EINVAL)),
+        "greetings=99: insmod gave {refused:?}"
+    );
     expect_logged(kernel_log, 3, "] params: greetings=99 is not in 0..=10")?;
     expect_output(
         log,
@@ -195,9 +198,9 @@ fn params(log: &GuestLog, kernel_log: &str) -> Result<()> {
     }
     // The kernel's parser refuses what is not an int; the module saw the
     // value sysfs set.
-    expect_failure(log, &[("params_level_bad", "Invalid argument")])?;
+    expect_failure(log, &[("params_level_bad", Some(Errno::EINVAL))])?;
     expect_logged(kernel_log, 6, "] params: unloaded at level 7")?;
-    expect_failure(log, &[("params_gone", "")])
+    expect_failure(log, &[("params_gone", None)])
 }
 
 fn chardev(log: &GuestLog, kernel_log: &str) -> Result<()> {
@@ -227,14 +230,14 @@ fn chardev(log: &GuestLog, kernel_log: &str) -> Result<()> {
         log,
         &[
             // A byte that is not UTF-8.
-            ("chardev_not_text", "Invalid argument"),
+            ("chardev_not_text", Some(Errno::EINVAL)),
             // 4 KiB fit in one open file, the fifth 1000-byte write does not.
-            ("chardev_full", "No space left on device"),
+            ("chardev_full", Some(Errno::ENOSPC)),
         ],
     )?;
     expect_logged(kernel_log, 6, "] chardev: registered /dev/chardev")?;
     expect_logged(kernel_log, 6, "] chardev: removing /dev/chardev")?;
-    expect_failure(log, &[("chardev_gone", "")])
+    expect_failure(log, &[("chardev_gone", None)])
 }
 
 fn ticker(log: &GuestLog, kernel_log: &str) -> Result<()> {
@@ -270,7 +273,7 @@ fn ticker(log: &GuestLog, kernel_log: &str) -> Result<()> {
         stopped >= second,
         "stopped after {stopped} ticks, fewer than the {second} read before"
     );
-    expect_failure(log, &[("ticker_gone", "")])
+    expect_failure(log, &[("ticker_gone", None)])
 }
 
 /// `examples/counter/client.c`, static, for the guest: as a 64-bit program
@@ -318,5 +321,5 @@ fn counter(log: &GuestLog, kernel_log: &str) -> Result<()> {
         ],
     )?;
     expect_logged(kernel_log, 6, "] counter: registered /dev/counter")?;
-    expect_failure(log, &[("counter_gone", "")])
+    expect_failure(log, &[("counter_gone", None)])
 }

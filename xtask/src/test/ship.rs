@@ -144,7 +144,7 @@ fn signed_hello(
         tree,
         &signed,
         "hello-signed.ko",
-        Some((&mangled, Errno::EBADMSG.number())),
+        Some((&mangled, Errno::EBADMSG)),
     )
 }
 
@@ -178,7 +178,7 @@ fn boot(
     tree: &KernelTree,
     module: &Utf8Path,
     as_name: &str,
-    refused: Option<(&Utf8Path, i32)>,
+    refused: Option<(&Utf8Path, Errno)>,
 ) -> Result<()> {
     let vmlinuz = tree.image();
     let dir = tempfile::tempdir()?;
@@ -198,10 +198,10 @@ fn boot(
     ));
     let log = guest.file(&copy).run(&script)?;
     if let Some((bad, errno)) = refused {
-        let rc = log.expect_section("refused")?.rc;
+        let returned = log.expect_section("refused")?.insmod();
         ensure!(
-            rc == errno,
-            "insmod {bad} exited {rc}, not {errno}:\n{}",
+            returned == Ok(Some(errno)),
+            "insmod {bad} gave {returned:?}, not {errno}:\n{}",
             log.tail(30)
         );
     }

@@ -109,7 +109,7 @@ pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path) -> Result<()> {
         let log = guest.run(&script)?;
         let mut disagreements = Vec::new();
         for case in &cases {
-            let rc = log.expect_section(case.name)?.rc;
+            let returned = log.expect_section(case.name)?.insmod();
             let kernel_log = log.expect_section(&format!("{}-log", case.name))?.output;
             let taint = log.expect_section(&format!("{}-taint", case.name))?;
             let tainted: u64 = log
@@ -118,24 +118,26 @@ pub fn run(sh: &Shell, tree: &KernelTree, hello: &Utf8Path) -> Result<()> {
                 .trim()
                 .parse()
                 .context("/proc/sys/kernel/tainted is not a number")?;
-            let (expected_rc, letters) = match &case.verdict {
-                Verdict::Refused(errno) => (errno.number(), None),
-                Verdict::Loads => (0, Some(String::new())),
-                Verdict::LoadsWithTaint(letters) => (0, Some(letters.clone())),
+            let (expected, letters) = match &case.verdict {
+                Verdict::Refused(errno) => (Some(*errno), None),
+                Verdict::Loads => (None, Some(String::new())),
+                Verdict::LoadsWithTaint(letters) => (None, Some(letters.clone())),
                 Verdict::Undetermined(why) | Verdict::WouldCrash(why) => {
                     bail!("{}: no errno to compare: {why}", case.name)
                 }
             };
             let mut wrong = Vec::new();
-            if rc != expected_rc {
-                wrong.push(format!("insmod exited {rc}, check predicted {expected_rc}"));
+            if returned != Ok(expected) {
+                wrong.push(format!(
+                    "insmod gave {returned:?}, check predicted {expected:?}"
+                ));
             }
             if let Some(says) = &case.kernel_says {
                 if !kernel_log.contains(says) {
                     wrong.push(format!("the kernel did not say `{says}`"));
                 }
             }
-            if let (0, Some(letters)) = (rc, &letters) {
+            if let (Ok(None), Some(letters)) = (returned, &letters) {
                 if taint.output.trim() != letters {
                     wrong.push(format!(
                         "/sys/module/{}/taint is {:?}, check says {letters:?}",
