@@ -146,10 +146,7 @@ fn build_in_parallel<'a>(
             .iter()
             .enumerate()
             .map(|(index, tree)| {
-                let build = move || {
-                    let _slot = crate::process::job_slot(index)?;
-                    build_locked(project, module, tree, options, reporter)
-                };
+                let build = move || build_locked(index, project, module, tree, options, reporter);
                 (tree, scope.spawn(build))
             })
             .collect();
@@ -170,16 +167,36 @@ fn build_in_parallel<'a>(
     })
 }
 
-/// One tree's build, holding the lock on `module`'s outputs for `tree`:
+/// One tree's build (the `index`th of those running at once), holding the
+/// lock on `module`'s outputs for `tree`:
 /// another build of the same module and kernel waits (saying so), then
 /// finds the module fresh.
 fn build_locked(
+    index: usize,
     project: &Project,
     module: &ModuleCrate,
     tree: &KernelTree,
     options: &BuildOptions,
     reporter: &dyn Reporter,
 ) -> Result<Artifact> {
+    let artifact = |path, fresh| Artifact {
+        module: module.name.clone(),
+        release: tree.release.clone(),
+        path,
+        fresh,
+    };
+    // The fingerprint does not cover keys: a signed build always signs.
+    let fresh = || {
+        options.sign.is_none() && fingerprint(project, module, tree, &options.features).is_fresh()
+    };
+    // Read-only, so without the lock: a no-op build stays a few stat calls.
+    if fresh() {
+        return Ok(artifact(project.ko_path(module, tree), true));
+    }
+    // Every build after the first waits for its share of the job budget.
+    let _slot = crate::process::job_slot(index)?;
+    // A broken tree never reaches make, nor writes anything.
+    doctor::diagnose(tree).into_result(tree)?;
     let out = project.output_dir(tree);
     std::fs::create_dir_all(&out).map_err(|e| Error::io(&out, e))?;
     let lock = out.join(format!("{}.lock", module.name));
@@ -194,18 +211,10 @@ fn build_locked(
     })?;
     // Nobody else writes these while we hold the lock: a killed build's.
     collect_leftovers(&out, &format!(".{}.", module.name), true);
-    let artifact = |path, fresh| Artifact {
-        module: module.name.clone(),
-        release: tree.release.clone(),
-        path,
-        fresh,
-    };
-    // The fingerprint does not cover keys: a signed build always signs.
-    if options.sign.is_none() && fingerprint(project, module, tree, &options.features).is_fresh() {
+    // The build we waited for may have made it.
+    if fresh() {
         return Ok(artifact(project.ko_path(module, tree), true));
     }
-    // A broken tree never reaches make.
-    doctor::diagnose(tree).into_result(tree)?;
     let ko = build_for(project, module, tree, &options.features, reporter)
         .map_err(crate::process::unless_interrupted)?;
     if let Some(pair) = &options.sign {
