@@ -115,6 +115,14 @@ pub enum Error {
     #[error("interrupted: the build was stopped, and nothing unchecked was installed")]
     Interrupted,
 
+    /// Installing or loading for real, not as root.
+    #[error("{what} needs root; run it as root: sudo -E env \"PATH=$PATH\" {command}")]
+    NeedsRoot { what: String, command: String },
+
+    /// `--load` for kernels that are not running.
+    #[error("--load: the running kernel is {running}, not {releases}; install without --load, or boot that kernel first")]
+    NotRunning { releases: String, running: String },
+
     /// A bug in kmod-build itself.
     #[error("internal error: {what}")]
     Internal { what: String },
@@ -146,7 +154,8 @@ impl Error {
             // As a shell reports a command SIGINT stopped.
             Error::Interrupted => 130,
             Error::Failed { first, .. } => first.exit_code(),
-            Error::UnknownRelease { .. } => 2,
+            Error::UnknownRelease { .. } | Error::NotRunning { .. } => 2,
+            Error::NeedsRoot { .. } => 3,
             Error::ForeignArch { .. } | Error::UnusableFetch { .. } => 3,
             _ => 1,
         }

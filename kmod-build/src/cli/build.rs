@@ -3,17 +3,24 @@
 use camino::Utf8PathBuf;
 
 use super::{Global, ModuleArg};
-use crate::driver::{self, sign::SigningKey, BuildOptions};
+use crate::driver::{self, sign::SigningKey, BuildOptions, Project};
 use crate::error::Result;
 
 #[derive(clap::Args)]
 pub struct Args {
     #[command(flatten)]
     module: ModuleArg,
+    #[command(flatten)]
+    build: BuildArgs,
+}
+
+/// What every command that builds takes (`build`, `install`).
+#[derive(clap::Args)]
+pub struct BuildArgs {
     /// Kernel release or tree path to build for; repeat for several.
     /// Default: the running kernel's tree if installed, else every installed tree.
     #[arg(long = "kernel", value_name = "RELEASE|PATH")]
-    kernels: Vec<String>,
+    pub kernels: Vec<String>,
     /// Never install missing system packages; say which command would.
     #[arg(long)]
     no_install: bool,
@@ -21,7 +28,7 @@ pub struct Args {
     /// on past a kernel that fails; a summary at the end, non-zero exit if
     /// any failed.
     #[arg(long)]
-    all_kernels: bool,
+    pub all_kernels: bool,
     /// Sign each module with the tree's sign-file (`--key`/`--cert`, by
     /// default the pair `gen-key` made in target/kmod/signing).
     #[arg(long)]
@@ -41,6 +48,13 @@ impl Args {
     pub fn run(self, global: &Global) -> Result<()> {
         let project = global.project()?;
         let module = project.module(self.module.name())?;
+        let options = self.build.options(&project);
+        driver::build(&project, module, &options, global.reporter()).map(drop)
+    }
+}
+
+impl BuildArgs {
+    pub fn options(self, project: &Project) -> BuildOptions {
         let sign = self.sign.then(|| {
             let default = SigningKey::in_dir(&project.kmod_dir().join("signing"));
             SigningKey {
@@ -48,13 +62,12 @@ impl Args {
                 cert: self.cert.unwrap_or(default.cert),
             }
         });
-        let options = BuildOptions {
+        BuildOptions {
             kernels: self.kernels,
             all_kernels: self.all_kernels,
             install_prerequisites: !self.no_install,
             sign,
             features: self.features,
-        };
-        driver::build(&project, module, &options, global.reporter()).map(drop)
+        }
     }
 }

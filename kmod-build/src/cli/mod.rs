@@ -8,6 +8,7 @@ mod dkms;
 mod doctor;
 mod fetch;
 mod gen_key;
+mod install;
 mod kernels;
 mod new;
 mod sign;
@@ -40,6 +41,9 @@ pub enum Command {
     GenKey(gen_key::Args),
     /// Write a DKMS source package of a module crate that builds offline.
     Dkms(dkms::Args),
+    /// Build a module and install it under /lib/modules/<release>/updates (or a
+    /// staging --root), run depmod, and modprobe it with --load.
+    Install(install::Args),
     /// Create a new project with one module crate.
     New(new::Args),
     /// Download and unpack kernels not installed here (Debian's packages), or `--list` them.
@@ -118,6 +122,7 @@ impl Command {
             Command::Sign(args) => args.run(global),
             Command::GenKey(args) => args.run(global),
             Command::Dkms(args) => args.run(global),
+            Command::Install(args) => args.run(global),
             Command::New(args) => args.run(global),
             Command::Fetch(args) => args.run(global),
         }

@@ -11,6 +11,7 @@ pub mod build;
 mod compile;
 pub mod dkms;
 mod fingerprint;
+pub mod install;
 mod lock;
 pub mod new;
 pub mod prerequisites;
@@ -24,6 +25,7 @@ use std::process::{Command, Output, Stdio};
 
 pub use build::{build, build_for, BuildOptions};
 pub use compile::{profile_args, PROFILE_NAME};
+pub use install::{install, InstallOptions, Installed};
 pub use project::{ModuleCrate, Project};
 pub use report::{Artifact, Event, Human, Json, Reporter};
 
