@@ -84,6 +84,9 @@ impl std::fmt::Display for Layout {
 
 /// What kind of piece is missing, which decides what provides it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+// Discovery misses only generated files and `Module.symvers`; the doctor
+// (feature `check`) names the other pieces too.
+#[cfg_attr(not(feature = "check"), allow(dead_code))]
 pub(crate) enum Piece {
     /// Kbuild sources: Makefiles, `scripts/*`, headers.
     Source,
@@ -109,6 +112,7 @@ pub(crate) struct Packaged<'a> {
 /// The package with `command`: `x86_64-linux-gnu-gcc-12` is in `gcc-12`,
 /// a cross compiler `aarch64-linux-gnu-gcc-12` in `gcc-12-aarch64-linux-gnu`
 /// (cross: unless `native` is the machine's own triplet).
+#[cfg(feature = "check")]
 pub(crate) fn compiler_package(command: &str, is_clang: bool, native: Option<&str>) -> String {
     if is_clang {
         return "clang lld llvm".to_owned();
@@ -125,6 +129,7 @@ pub(crate) fn compiler_package(command: &str, is_clang: bool, native: Option<&st
 }
 
 /// The install command for `packages` on a layout's distro.
+#[cfg(feature = "check")]
 pub(crate) fn install(layout: Layout, packages: &str) -> String {
     match layout {
         Layout::Debian => format!("apt-get install {packages}"),
@@ -271,6 +276,7 @@ mod tests {
     use super::*;
 
     #[test]
+    #[cfg(feature = "check")]
     fn compiler_packages() {
         assert_eq!(
             compiler_package("x86_64-linux-gnu-gcc-12", false, Some("x86_64-linux-gnu")),

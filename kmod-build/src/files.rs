@@ -7,6 +7,52 @@ use camino::Utf8Path;
 use crate::error::{Error, Result};
 use crate::stable_hash::StableHash;
 
+/// Copies the directory `from` to `to` (created, parents too): files with
+/// their modification times, directories, and symlinks as links to what they point at (absolute, so
+/// a relative link still resolves from the copy). `keep` sees every entry
+/// and its type first; what it refuses is not copied.
+pub fn copy_dir(
+    from: &Utf8Path,
+    to: &Utf8Path,
+    keep: &dyn Fn(&Utf8Path, std::fs::FileType) -> bool,
+) -> Result<()> {
+    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
+    for entry in from.read_dir_utf8().map_err(|e| Error::io(from, e))? {
+        let entry = entry.map_err(|e| Error::io(from, e))?;
+        let (source, dest) = (entry.path(), to.join(entry.file_name()));
+        let kind = entry.file_type().map_err(|e| Error::io(source, e))?;
+        if !keep(source, kind) {
+            continue;
+        }
+        if kind.is_symlink() {
+            let target = source
+                .canonicalize_utf8()
+                .map_err(|e| Error::io(source, e))?;
+            std::os::unix::fs::symlink(&target, &dest).map_err(|e| Error::io(&dest, e))?;
+        } else if kind.is_dir() {
+            copy_dir(source, &dest, keep)?;
+        } else {
+            copy_file(source, &dest)?;
+        }
+    }
+    Ok(())
+}
+
+/// Copies a file with its modification time: cargo decides what to rebuild
+/// by comparing the times of outputs with those of their inputs.
+fn copy_file(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
+    std::fs::copy(from, to).map_err(|e| Error::io(from, e))?;
+    let modified = from
+        .metadata()
+        .and_then(|m| m.modified())
+        .map_err(|e| Error::io(from, e))?;
+    std::fs::File::options()
+        .write(true)
+        .open(to)
+        .and_then(|file| file.set_modified(modified))
+        .map_err(|e| Error::io(to, e))
+}
+
 /// What every half-written file's name ends with.
 pub const PARTIAL_SUFFIX: &str = ".partial";
 

@@ -15,32 +15,49 @@
 //!    parsed), [`keyring::Keyring`] reads the keys the kernel image trusts,
 //!    and [`check()`] compares the module with both, as the kernel's loader
 //!    would.
+//!
+//! Features: none gives what a module's build script needs (discovery,
+//! flags, [`Build`]), so a module's first build compiles bindgen and little
+//! else; `check` adds stage 4 and the doctor; `driver` the whole build of a
+//! workspace ([`driver`], [`kbuild`], [`process`], [`fetch`]); `cli` the
+//! commands `cargo kmod` and a project's xtask share.
 
 mod bindings_cache;
 mod build_script;
 mod cache_home;
 mod cflags;
+#[cfg(feature = "check")]
 pub mod check;
 #[cfg(feature = "cli")]
 pub mod cli;
 mod config;
 mod distro;
+#[cfg(feature = "check")]
 pub mod doctor;
 #[cfg(feature = "driver")]
 pub mod driver;
+#[cfg(feature = "check")]
 pub mod elf;
+#[cfg(feature = "check")]
 mod errno;
 mod error;
+#[cfg(feature = "driver")]
 pub mod fetch;
 mod files;
+#[cfg(feature = "driver")]
 pub mod kbuild;
+#[cfg(feature = "check")]
 pub mod keyring;
 mod make;
+#[cfg(feature = "check")]
 pub mod mitigations;
+#[cfg(feature = "check")]
 mod modinfo;
+#[cfg(feature = "driver")]
 pub mod process;
 mod rustflags;
 mod shim;
+#[cfg(feature = "check")]
 pub mod signature;
 mod stable_hash;
 mod symvers;
@@ -52,19 +69,23 @@ pub use build_script::{check_libclang, check_libclang_remembered, Build};
 pub use cache_home::{cache_home, CACHE_HOME_ENV};
 pub use cflags::CFlags;
 pub use config::Config;
+#[cfg(feature = "check")]
 pub use errno::Errno;
 pub use error::{Error, Result};
 /// The format of every cache entry kmod-build keeps (for tools and fuzzing).
 pub use files::{encode_cache_entry, parse_cache_entry};
+#[cfg(feature = "check")]
 pub use modinfo::{ModuleInfo, VersionEntry};
 pub use rustflags::RustFlags;
 pub use shim::SHIM_FILE;
+#[cfg(feature = "check")]
 pub use signature::Signature;
 pub use symvers::{Export, ExportKind, Symvers};
 pub use tree::{
     host_arch, no_tree_error, Compiler, Cross, KernelTree, Layout, Origin, SYSROOT_ENV,
 };
 
+#[cfg(feature = "check")]
 /// Reads the `.ko` (or `.ko.xz`) at `ko` and checks it as `tree`'s kernel
 /// would load it. For many modules against one tree, load a
 /// [`check::Kernel`] once and call [`check::check`].

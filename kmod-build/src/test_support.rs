@@ -35,26 +35,7 @@ pub fn installed_trees() -> Option<Vec<KernelTree>> {
 /// (Debian's `scripts -> ../../lib/linux-kbuild-*` is relative), so the
 /// copy builds like the original.
 pub fn copy_tree(tree: &KernelTree, to: &Utf8Path) -> Result<KernelTree> {
-    copy_dir(&tree.path, to)?;
-    KernelTree::open(to)
-}
-
-fn copy_dir(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
     std::fs::create_dir(to).map_err(|e| Error::io(to, e))?;
-    for entry in from.read_dir_utf8().map_err(|e| Error::io(from, e))? {
-        let entry = entry.map_err(|e| Error::io(from, e))?;
-        let (source, dest) = (entry.path(), to.join(entry.file_name()));
-        let kind = entry.file_type().map_err(|e| Error::io(source, e))?;
-        if kind.is_symlink() {
-            let target = source
-                .canonicalize_utf8()
-                .map_err(|e| Error::io(source, e))?;
-            std::os::unix::fs::symlink(&target, &dest).map_err(|e| Error::io(&dest, e))?;
-        } else if kind.is_dir() {
-            copy_dir(source, &dest)?;
-        } else {
-            std::fs::copy(source, &dest).map_err(|e| Error::io(source, e))?;
-        }
-    }
-    Ok(())
+    crate::files::copy_dir(&tree.path, to, &|_, _| true)?;
+    KernelTree::open(to)
 }

@@ -2,7 +2,7 @@
 //! with nothing changed runs neither cargo nor make, a module and its
 //! runtime rebuilt after `cargo clean` reuse the shared bindings instead of
 //! running bindgen, and a kernel with the same codegen as one built before
-//! reuses its `core`.
+//! reuses its `core` and the build scripts' compiled dependencies.
 //! Timings belong to `cargo xtask bench`; this only checks what is reused.
 
 mod common;
@@ -157,6 +157,12 @@ fn a_kernel_with_the_same_codegen_reuses_core() {
         "core was built again:\n{said}"
     );
     assert!(said.contains("Linking"), "{said}");
+    // Its cargo directory started from another kernel's.
+    assert!(said.contains("Seeding"), "{said}");
+    assert!(
+        !said.contains("Compiling bindgen"),
+        "the build scripts' dependencies were compiled again:\n{said}"
+    );
     let ko = workspace()
         .join("target/kmod")
         .join(release)

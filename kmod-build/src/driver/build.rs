@@ -10,6 +10,7 @@ use super::fingerprint::Fingerprint;
 use super::lock::lock_file;
 use super::project::{ModuleCrate, Project};
 use super::report::{Artifact, Event, Reporter};
+use super::seed::{self, Seeded};
 use super::sign::{self, SigningKey};
 use super::{prerequisites, select, sysroot};
 use crate::error::{Error, Result};
@@ -193,6 +194,8 @@ fn build_locked(
     if fresh() {
         return Ok(artifact(project.ko_path(module, tree), true));
     }
+    // Before a job slot, which it would hold idle.
+    let _cold = seed::wait_for_cold_builds(&project.output_dir(tree).join("cargo"));
     // Every build after the first waits for its share of the job budget.
     let _slot = crate::process::job_slot(index)?;
     // A broken tree never reaches make, nor writes anything.
@@ -293,6 +296,7 @@ pub fn build_for(
         None => None,
     };
     let sysroot = sysroot::ensure(&project.root, &flags, reporter)?;
+    let seeded = seed::seed(&project.root, &out.join("cargo"), reporter);
     let shims = Compile {
         workspace: &project.root,
         manifest: &project.manifest,
@@ -305,6 +309,9 @@ pub fn build_for(
         features,
     }
     .run(reporter)?;
+    if seeded == Seeded::Cold {
+        seed::publish(&project.root, &out.join("cargo"));
+    }
 
     reporter.status("Linking", &format!("{name}.ko ({release})"));
     let link = match early_link {

@@ -79,7 +79,10 @@ pub fn package(
         .collect();
     reporter.status("Copying", &names.join(", "));
     for dir in &packages {
-        copy_tree(dir, &partial_dir.join(relative(dir)))?;
+        // Not the crates' build output, nor links out of the package.
+        crate::files::copy_dir(dir, &partial_dir.join(relative(dir)), &|path, kind| {
+            kind.is_file() || kind.is_dir() && path.file_name() != Some("target")
+        })?;
     }
     for (root, members) in &roots {
         let members: Vec<String> = members.iter().map(|m| m.to_string()).collect();
@@ -335,24 +338,6 @@ fn write(path: &Utf8Path, text: &str) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
     }
     std::fs::write(path, text).map_err(|e| Error::io(path, e))
-}
-
-/// Copies a package's directory, without build outputs.
-fn copy_tree(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
-    std::fs::create_dir_all(to).map_err(|e| Error::io(to, e))?;
-    for entry in from.read_dir_utf8().map_err(|e| Error::io(from, e))? {
-        let entry = entry.map_err(|e| Error::io(from, e))?;
-        let (source, dest) = (entry.path(), to.join(entry.file_name()));
-        let kind = entry.file_type().map_err(|e| Error::io(source, e))?;
-        if kind.is_dir() {
-            if entry.file_name() != "target" {
-                copy_tree(source, &dest)?;
-            }
-        } else if kind.is_file() {
-            std::fs::copy(source, &dest).map_err(|e| Error::io(source, e))?;
-        }
-    }
-    Ok(())
 }
 
 #[cfg(test)]

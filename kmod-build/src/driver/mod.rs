@@ -17,6 +17,7 @@ pub mod new;
 pub mod prerequisites;
 pub mod project;
 pub mod report;
+mod seed;
 pub mod select;
 pub mod sign;
 mod sysroot;

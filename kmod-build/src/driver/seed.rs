@@ -1,0 +1,265 @@
+//! A kernel's first build of a project starts from compiled build-script
+//! dependencies when some exist: bindgen and what it needs take minutes on
+//! two cores, and are the same for every kernel (cargo gives the kernel's
+//! codegen flags to target crates only). Sources, first found first: the
+//! cargo directory of another kernel in this project, then the copy the
+//! first cold build on this machine left in the cache home (what a DKMS
+//! build after a kernel update, or a new project, starts from). Cargo then
+//! rebuilds whatever does differ: the runtime with its bindings, crates of
+//! other codegen flags, anything of another version.
+
+use std::sync::Mutex;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use super::compile::PROFILE_NAME;
+use super::lock::{try_lock_file, FileLock};
+use super::report::Reporter;
+use crate::error::Result;
+use crate::files::{collect_leftovers, copy_dir, read_cache_entry, write_cache_entry, CacheEntry};
+use crate::files::{file_stamp, PARTIAL_SUFFIX};
+use crate::stable_hash::StableHash;
+
+/// Held by a build whose cargo directory does not exist yet, so that of a
+/// project's cold builds for several kernels (one `cargo kmod build`) one
+/// compiles the dependencies and the others copy them.
+static COLD_BUILDS: Mutex<()> = Mutex::new(());
+
+/// Waits for the project's other cold builds in this process when
+/// `target_dir` is cold; hold the guard until the compile is done.
+pub(crate) fn wait_for_cold_builds(
+    target_dir: &Utf8Path,
+) -> Option<std::sync::MutexGuard<'static, ()>> {
+    (!target_dir.exists()).then(|| COLD_BUILDS.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// What [`seed`] did.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Seeded {
+    /// The directory was there already.
+    Warm,
+    /// Copied from another kernel's build or the machine's copy.
+    Copied,
+    /// Nothing to copy: the build compiles everything (then [`publish`]).
+    Cold,
+}
+
+/// Gives `target_dir` (`<kmod dir>/<release>/cargo`) a copy of compiled
+/// dependencies to start from. Copies are taken holding cargo's own locks
+/// of the directory copied, so never of a build half-way through; one in
+/// use is passed over. Best effort: without a copy the build starts from
+/// nothing, as it would have.
+pub(crate) fn seed(workspace: &Utf8Path, target_dir: &Utf8Path, reporter: &dyn Reporter) -> Seeded {
+    if target_dir.exists() {
+        return Seeded::Warm;
+    }
+    let (Some(release_dir), Some(name)) = (target_dir.parent(), target_dir.file_name()) else {
+        return Seeded::Cold;
+    };
+    // What a killed seeding left (no lock covers these).
+    collect_leftovers(release_dir, &format!(".{name}."), false);
+    let siblings = release_dir
+        .parent()
+        .and_then(|kmod_dir| kmod_dir.read_dir_utf8().ok())
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join(name))
+        .filter(|dir| dir != target_dir);
+    for from in siblings {
+        let Some(_locks) = lock_cargo_dir(&from) else {
+            continue;
+        };
+        if copy_into(&from, target_dir, reporter) {
+            return Seeded::Copied;
+        }
+    }
+    let Some(machine) = machine_copy(workspace) else {
+        return Seeded::Cold;
+    };
+    match whole(&machine) {
+        Ok(()) => {}
+        Err(None) => return Seeded::Cold,
+        Err(Some(why)) => {
+            reporter.warning(&format!(
+                "ignoring the damaged copy of compiled build-script dependencies {machine} \
+                 ({why}); removing it"
+            ));
+            let _ = std::fs::remove_dir_all(&machine);
+            return Seeded::Cold;
+        }
+    }
+    if copy_into(&machine, target_dir, reporter) {
+        Seeded::Copied
+    } else {
+        Seeded::Cold
+    }
+}
+
+/// After a cold build's compile: leaves a copy of its host-side crates
+/// (cargo's `<target dir>/kmod`) in the cache home for later cold builds,
+/// unless one is there. Best effort, like [`seed`].
+pub(crate) fn publish(workspace: &Utf8Path, target_dir: &Utf8Path) {
+    let Some(machine) = machine_copy(workspace) else {
+        return;
+    };
+    if machine.exists() {
+        return;
+    }
+    let Some(parent) = machine.parent() else {
+        return;
+    };
+    let Some(_locks) = lock_cargo_dir(target_dir) else {
+        return;
+    };
+    let _ = std::fs::create_dir_all(parent);
+    collect_leftovers(parent, ".", false);
+    let Ok(partial) = tempfile::Builder::new()
+        .prefix(".")
+        .suffix(PARTIAL_SUFFIX)
+        .tempdir_in(parent)
+    else {
+        return;
+    };
+    let Some(into) = Utf8Path::from_path(partial.path()) else {
+        return;
+    };
+    let host = target_dir.join(PROFILE_NAME);
+    let published = copy_dir(&host, &into.join(PROFILE_NAME), &keep)
+        .and_then(|()| manifest(into))
+        .and_then(|listing| write_cache_entry(&into.join(COMPLETE), &listing));
+    if published.is_ok() {
+        // Another build may have published first: then that copy stays.
+        let _ = std::fs::rename(into, &machine);
+    }
+}
+
+/// Written last into the machine's copy: the copy is whole. A cache entry
+/// listing every file with its size and mtime.
+const COMPLETE: &str = ".complete";
+
+/// The machine's copy for the toolchain `workspace` selects (none if rustc
+/// cannot say which).
+fn machine_copy(workspace: &Utf8Path) -> Option<Utf8PathBuf> {
+    let toolchain = super::run_output(
+        std::process::Command::new("rustc")
+            .arg("-vV")
+            .current_dir(workspace),
+    )
+    .ok()?;
+    let mut key = StableHash::new();
+    key.part(&toolchain).part(env!("CARGO_PKG_VERSION"));
+    Some(crate::cache_home().join("build-deps").join(key.hex16()))
+}
+
+/// Cargo's locks of `cargo_dir`, host directory first as cargo takes them;
+/// `None` if it is not a cargo directory with compiled host crates or a
+/// cargo holds it.
+fn lock_cargo_dir(cargo_dir: &Utf8Path) -> Option<Vec<FileLock>> {
+    let host = cargo_dir.join(PROFILE_NAME);
+    if !host.join(".fingerprint").is_dir() {
+        return None;
+    }
+    let mut locks = vec![try_lock_file(&host.join(".cargo-lock")).ok()??];
+    for entry in cargo_dir.read_dir_utf8().ok()?.flatten() {
+        let lock = entry.path().join(PROFILE_NAME).join(".cargo-lock");
+        if entry.path() != host && lock.is_file() {
+            locks.push(try_lock_file(&lock).ok()??);
+        }
+    }
+    Some(locks)
+}
+
+/// Neither incremental state nor cargo's lock files are copied.
+fn keep(path: &Utf8Path, _: std::fs::FileType) -> bool {
+    !matches!(
+        path.file_name(),
+        Some("incremental" | ".cargo-lock" | COMPLETE)
+    )
+}
+
+/// Copies `from` to a temporary directory beside `to`, then renames it
+/// there; false if either failed (another build may have made `to`).
+fn copy_into(from: &Utf8Path, to: &Utf8Path, reporter: &dyn Reporter) -> bool {
+    let (Some(parent), Some(name)) = (to.parent(), to.file_name()) else {
+        return false;
+    };
+    let Ok(partial) = tempfile::Builder::new()
+        .prefix(&format!(".{name}."))
+        .suffix(PARTIAL_SUFFIX)
+        .tempdir_in(parent)
+    else {
+        return false;
+    };
+    let Some(into) = Utf8Path::from_path(partial.path()) else {
+        return false;
+    };
+    reporter.status(
+        "Seeding",
+        &format!("{to} from {from} (compiled build-script dependencies)"),
+    );
+    copy_dir(from, into, &keep).is_ok() && std::fs::rename(into, to).is_ok()
+}
+
+/// Every file below `dir` but the manifest, as `<size> <mtime> <path>`.
+fn manifest(dir: &Utf8Path) -> Result<String> {
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_owned()];
+    while let Some(at) = stack.pop() {
+        for entry in at.read_dir_utf8().map_err(|e| crate::Error::io(&at, e))? {
+            let entry = entry.map_err(|e| crate::Error::io(&at, e))?;
+            let path = entry.path();
+            if path.is_dir() {
+                stack.push(path.to_owned());
+            } else if path != dir.join(COMPLETE) {
+                let relative = path.strip_prefix(dir).unwrap_or(path);
+                files.push(format!("{} {relative}", file_stamp(path)));
+            }
+        }
+    }
+    files.sort();
+    Ok(files.join("\n"))
+}
+
+/// `Ok` if the machine's copy at `dir` is as published; `Err(None)`: there
+/// is none; `Err(Some(why))`: damaged.
+fn whole(dir: &Utf8Path) -> std::result::Result<(), Option<String>> {
+    let complete = dir.join(COMPLETE);
+    let listed = match read_cache_entry(&complete) {
+        CacheEntry::Valid(text) => text,
+        CacheEntry::Missing if !dir.exists() => return Err(None),
+        CacheEntry::Missing => return Err(Some(format!("{complete} is missing"))),
+        CacheEntry::Damaged(why) => return Err(Some(format!("{complete}: {why}"))),
+    };
+    match manifest(dir) {
+        Ok(found) if found == listed => Ok(()),
+        Ok(_) => Err(Some("a file changed since it was copied".into())),
+        Err(error) => Err(Some(error.to_string())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_changed_file_makes_the_copy_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let dir = Utf8Path::from_path(dir.path()).unwrap();
+        assert_eq!(whole(dir), Err(Some(format!("{dir}/.complete is missing"))));
+        std::fs::create_dir_all(dir.join("kmod/deps")).unwrap();
+        let rlib = dir.join("kmod/deps/libbindgen-0123.rlib");
+        std::fs::write(&rlib, "an rlib").unwrap();
+        std::fs::write(dir.join("kmod/deps/bindgen-0123.d"), "dep info").unwrap();
+        write_cache_entry(&dir.join(COMPLETE), &manifest(dir).unwrap()).unwrap();
+        assert_eq!(whole(dir), Ok(()));
+
+        std::fs::write(&rlib, "an rl").unwrap();
+        assert!(matches!(whole(dir), Err(Some(why)) if why.contains("changed")));
+        std::fs::remove_file(&rlib).unwrap();
+        assert!(matches!(whole(dir), Err(Some(_))));
+        std::fs::write(dir.join(COMPLETE), "garbage").unwrap();
+        assert!(matches!(whole(dir), Err(Some(why)) if why.contains(".complete")));
+        assert_eq!(whole(&dir.join("none")), Err(None));
+    }
+}
