@@ -46,6 +46,9 @@ pub struct Args {
 enum Only {
     /// Concurrent, killed and damaged-cache builds (test/robust.rs).
     Robust,
+    /// Hello, the agreement cases and the examples on the named kernels,
+    /// or else on the other Debian flavours (fetched).
+    Flavours,
 }
 
 /// Kernel log lines that mean something went wrong, whatever the module.
@@ -77,32 +80,30 @@ pub fn run(args: &Args) -> Result<()> {
         robust::run(&sh, &trees, &mut results);
         return results.finish();
     }
-    for tree in &trees {
-        results.record(
-            format!("boot::hello::{}", tree.release),
-            boot_hello(&sh, &hello, tree),
-        );
+    // Named kernels are tested as asked; by default, beside the installed
+    // trees, every other flavour of their series.
+    let other_flavours = if args.kernels.is_empty() {
+        other_flavours(&trees, &mut results)
+    } else {
+        Vec::new()
+    };
+    if args.only == Some(Only::Flavours) {
+        let asked = if args.kernels.is_empty() {
+            &other_flavours
+        } else {
+            &trees
+        };
+        on_every_flavour(&sh, &hello, asked.iter(), &mut results);
+        return results.finish();
     }
-    let built: Vec<Utf8PathBuf> = trees
-        .iter()
-        .map(|tree| hello.ko_path(tree))
-        .filter(|ko| ko.is_file())
-        .collect();
+    on_every_flavour(
+        &sh,
+        &hello,
+        trees.iter().chain(&other_flavours),
+        &mut results,
+    );
     for tree in &trees {
         let own = hello.ko_path(tree);
-        let others: Vec<Utf8PathBuf> = built.iter().filter(|ko| **ko != own).cloned().collect();
-        let result = if own.is_file() {
-            agreement::run(&sh, tree, &own, &others)
-        } else {
-            Err(anyhow::anyhow!(
-                "hello.ko was not built for {}",
-                tree.release
-            ))
-        };
-        results.record(
-            format!("boot::check_agrees_with_kernel::{}", tree.release),
-            result,
-        );
         let result = if own.is_file() {
             trust::run(&sh, tree, &own)
         } else {
@@ -129,8 +130,6 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     for tree in &trees {
-        let result = examples::run(&sh, tree);
-        results.record(format!("boot::examples::{}", tree.release), result);
         results.record(
             format!("compile_fail::soundness::{}", tree.release),
             soundness::run(tree),
@@ -149,6 +148,97 @@ pub fn run(args: &Args) -> Result<()> {
         results.record("fuzz::all_targets".into(), crate::fuzz::run(&fuzz));
     }
     results.finish()
+}
+
+/// What every kernel, of every flavour, is tested with: hello built and
+/// loaded, the check-versus-kernel agreement cases, the examples.
+fn on_every_flavour<'a>(
+    sh: &Shell,
+    hello: &ModuleCrate,
+    trees: impl Iterator<Item = &'a KernelTree>,
+    results: &mut Results,
+) {
+    let everywhere: Vec<&KernelTree> = trees.collect();
+    for tree in &everywhere {
+        results.record(
+            format!("boot::hello::{}", tree.release),
+            boot_hello(sh, hello, tree),
+        );
+    }
+    let built: Vec<Utf8PathBuf> = everywhere
+        .iter()
+        .map(|tree| hello.ko_path(tree))
+        .filter(|ko| ko.is_file())
+        .collect();
+    for tree in &everywhere {
+        let own = hello.ko_path(tree);
+        let others: Vec<Utf8PathBuf> = built.iter().filter(|ko| **ko != own).cloned().collect();
+        let result = if own.is_file() {
+            agreement::run(sh, tree, &own, &others)
+        } else {
+            Err(anyhow::anyhow!(
+                "hello.ko was not built for {}",
+                tree.release
+            ))
+        };
+        results.record(
+            format!("boot::check_agrees_with_kernel::{}", tree.release),
+            result,
+        );
+        let result = examples::run(sh, tree);
+        results.record(format!("boot::examples::{}", tree.release), result);
+    }
+}
+
+/// The Debian flavours beside `amd64` every series is tested on.
+const OTHER_FLAVOURS: &[&str] = &["cloud-amd64", "rt-amd64", "arm64"];
+
+/// For each series (`6.1`, `6.12`) of `installed`, the newest release of
+/// each of [`OTHER_FLAVOURS`] the archive offers, fetched (or found in the
+/// cache); each failure to find or fetch one is a failed test.
+fn other_flavours(installed: &[KernelTree], results: &mut Results) -> Vec<KernelTree> {
+    let offered = match kmod_build::fetch::offered() {
+        Ok(offered) => offered,
+        Err(error) => {
+            results.record("fetch::offered".into(), Err(error.into()));
+            return Vec::new();
+        }
+    };
+    let mut series: Vec<(u32, u32)> = installed
+        .iter()
+        .map(|tree| {
+            let (major, minor, _) = tree.version();
+            (major, minor)
+        })
+        .collect();
+    series.sort();
+    series.dedup();
+    let mut fetched = Vec::new();
+    for (major, minor) in series {
+        let prefix = format!("{major}.{minor}.");
+        for flavour in OTHER_FLAVOURS {
+            let newest = offered
+                .iter()
+                .filter(|release| release.starts_with(&prefix))
+                .rfind(|release| kmod_build::fetch::flavour(release) == *flavour);
+            let name = format!("fetch::{major}.{minor}-{flavour}");
+            let Some(release) = newest else {
+                results.record(
+                    name,
+                    Err(anyhow::anyhow!(
+                        "the archive offers no {major}.{minor} {flavour} kernel"
+                    )),
+                );
+                continue;
+            };
+            status::step("Fetching", release);
+            match kmod_build::fetch::fetch(release) {
+                Ok(kernel) => fetched.push(kernel.tree),
+                Err(error) => results.record(name, Err(error.into())),
+            }
+        }
+    }
+    fetched
 }
 
 /// What the suite needs beyond a module build: Debian 12's two kernel
@@ -199,6 +289,9 @@ fn suite_needs() -> Vec<Need> {
             Utf8PathBuf::from("/usr/lib/gcc/x86_64-linux-gnu/12/32/libgcc.a").is_file()
         }),
         Need::program("xz", "xz-utils"),
+        // The arm64 kernels of the matrix: cross-built, booted in QEMU.
+        Need::program("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
+        Need::program("qemu-system-aarch64", "qemu-system-arm"),
     ]);
     needs
 }
@@ -273,11 +366,19 @@ impl Results {
         out
     }
 
+    /// Prints the kernel x test table and the counts, and writes them to
+    /// `target/kmod/test-summary.txt` too.
     fn finish(self) -> Result<()> {
+        let mut summary = String::new();
         if !self.per_kernel.is_empty() {
-            println!("{}", self.table());
+            summary = format!("{}\n", self.table());
         }
-        println!("{} passed, {} failed", self.passed, self.failed.len());
+        summary += &format!("{} passed, {} failed\n", self.passed, self.failed.len());
+        print!("{summary}");
+        let log = project_root().join("target/kmod/test-summary.txt");
+        if let Err(error) = std::fs::write(&log, &summary) {
+            eprintln!("warning: writing {log}: {error}");
+        }
         if !self.failed.is_empty() {
             bail!("tests failed: {}", self.failed.join(", "));
         }
