@@ -50,6 +50,15 @@ pub(crate) enum Seeded {
 /// use is passed over. Best effort: without a copy the build starts from
 /// nothing, as it would have.
 pub(crate) fn seed(workspace: &Utf8Path, target_dir: &Utf8Path, reporter: &dyn Reporter) -> Seeded {
+    seed_from(target_dir, || machine_copy(workspace), reporter)
+}
+
+/// [`seed`], with the machine's copy where `machine` says.
+fn seed_from(
+    target_dir: &Utf8Path,
+    machine: impl FnOnce() -> Option<Utf8PathBuf>,
+    reporter: &dyn Reporter,
+) -> Seeded {
     if target_dir.exists() {
         return Seeded::Warm;
     }
@@ -58,15 +67,20 @@ pub(crate) fn seed(workspace: &Utf8Path, target_dir: &Utf8Path, reporter: &dyn R
     };
     // What a killed seeding left (no lock covers these).
     collect_leftovers(release_dir, &format!(".{name}."), false);
-    let siblings = release_dir
+    // The most recently built first: an old one may hold crates of an
+    // older kmod-build, which cargo would all rebuild.
+    let mut siblings: Vec<(std::time::SystemTime, Utf8PathBuf)> = release_dir
         .parent()
         .and_then(|kmod_dir| kmod_dir.read_dir_utf8().ok())
         .into_iter()
         .flatten()
         .flatten()
         .map(|entry| entry.path().join(name))
-        .filter(|dir| dir != target_dir);
-    for from in siblings {
+        .filter(|dir| dir != target_dir)
+        .filter_map(|dir| Some((host_built_at(&dir)?, dir)))
+        .collect();
+    siblings.sort_by_key(|sibling| std::cmp::Reverse(sibling.0));
+    for (_, from) in siblings {
         let Some(_locks) = lock_cargo_dir(&from) else {
             continue;
         };
@@ -74,7 +88,7 @@ pub(crate) fn seed(workspace: &Utf8Path, target_dir: &Utf8Path, reporter: &dyn R
             return Seeded::Copied;
         }
     }
-    let Some(machine) = machine_copy(workspace) else {
+    let Some(machine) = machine() else {
         return Seeded::Cold;
     };
     match whole(&machine) {
@@ -94,6 +108,16 @@ pub(crate) fn seed(workspace: &Utf8Path, target_dir: &Utf8Path, reporter: &dyn R
     } else {
         Seeded::Cold
     }
+}
+
+/// When cargo last wrote a host crate in `cargo_dir` (`None`: it has none).
+fn host_built_at(cargo_dir: &Utf8Path) -> Option<std::time::SystemTime> {
+    cargo_dir
+        .join(PROFILE_NAME)
+        .join("deps")
+        .metadata()
+        .and_then(|m| m.modified())
+        .ok()
 }
 
 /// After a cold build's compile: leaves a copy of its host-side crates
@@ -241,6 +265,106 @@ fn whole(dir: &Utf8Path) -> std::result::Result<(), Option<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::driver::report::Event;
+
+    /// The statuses a seeding said.
+    #[derive(Default)]
+    struct Said(Mutex<Vec<String>>);
+
+    impl Reporter for Said {
+        fn report(&self, event: Event<'_>) {
+            let line = match event {
+                Event::Status { verb, message } => format!("{verb} {message}"),
+                Event::Warning { message } => format!("warning {message}"),
+                _ => return,
+            };
+            self.0.lock().unwrap().push(line);
+        }
+    }
+
+    /// A cargo directory with one host crate, its mtime `age` seconds ago.
+    fn built(cargo_dir: &Utf8Path, crate_name: &str, age: u64) {
+        let deps = cargo_dir.join("kmod/deps");
+        std::fs::create_dir_all(cargo_dir.join("kmod/.fingerprint")).unwrap();
+        std::fs::create_dir_all(&deps).unwrap();
+        std::fs::write(deps.join(format!("lib{crate_name}.rlib")), crate_name).unwrap();
+        std::fs::write(cargo_dir.join("kmod/.cargo-lock"), "").unwrap();
+        let when = std::time::SystemTime::now() - std::time::Duration::from_secs(age);
+        std::fs::File::open(&deps)
+            .unwrap()
+            .set_modified(when)
+            .unwrap();
+    }
+
+    #[test]
+    fn a_first_build_copies_the_newest_other_kernel_and_keeps_mtimes() {
+        let dir = tempfile::tempdir().unwrap();
+        let kmod = Utf8Path::from_path(dir.path()).unwrap();
+        built(&kmod.join("6.1.0-1-amd64/cargo"), "old", 3600);
+        built(&kmod.join("6.1.0-2-amd64/cargo"), "new", 60);
+        let target = kmod.join("6.1.0-3-amd64/cargo");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let said = Said::default();
+        assert_eq!(seed_from(&target, || None, &said), Seeded::Copied);
+        let copied = target.join("kmod/deps/libnew.rlib");
+        assert!(copied.is_file(), "{:?}", said.0.lock().unwrap());
+        assert!(!target.join("kmod/deps/libold.rlib").exists());
+        let original = kmod.join("6.1.0-2-amd64/cargo/kmod/deps/libnew.rlib");
+        assert_eq!(file_stamp(&copied), file_stamp(&original));
+        assert!(!target.join("kmod/.cargo-lock").exists());
+        assert!(said.0.lock().unwrap()[0].starts_with("Seeding"));
+        // There now: left as it is.
+        assert_eq!(seed_from(&target, || None, &said), Seeded::Warm);
+    }
+
+    #[test]
+    fn a_directory_a_cargo_holds_is_passed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let kmod = Utf8Path::from_path(dir.path()).unwrap();
+        let busy = kmod.join("6.1.0-1-amd64/cargo");
+        built(&busy, "busy", 60);
+        let _cargo = try_lock_file(&busy.join("kmod/.cargo-lock"))
+            .unwrap()
+            .unwrap();
+        let target = kmod.join("6.1.0-2-amd64/cargo");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        assert_eq!(seed_from(&target, || None, &Said::default()), Seeded::Cold);
+        assert!(!target.join("kmod/deps/libbusy.rlib").exists());
+    }
+
+    #[test]
+    fn without_another_kernel_the_machine_copy_is_used_unless_damaged() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = Utf8Path::from_path(dir.path()).unwrap();
+        let machine = root.join("cache/build-deps/0123");
+        built(&machine, "bindgen", 60);
+        write_cache_entry(&machine.join(COMPLETE), &manifest(&machine).unwrap()).unwrap();
+        let target = root.join("project/target/kmod/6.1.0-1-amd64/cargo");
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        let said = Said::default();
+        assert_eq!(
+            seed_from(&target, || Some(machine.clone()), &said),
+            Seeded::Copied
+        );
+        assert!(target.join("kmod/deps/libbindgen.rlib").is_file());
+        assert!(!target.join(COMPLETE).exists());
+
+        std::fs::write(machine.join("kmod/deps/libbindgen.rlib"), "garbled").unwrap();
+        let other = root.join("project/target/kmod/6.1.0-2-amd64/cargo");
+        std::fs::remove_dir_all(&target).unwrap();
+        let said = Said::default();
+        assert_eq!(
+            seed_from(&other, || Some(machine.clone()), &said),
+            Seeded::Cold
+        );
+        let warned = said.0.lock().unwrap().join("\n");
+        assert!(
+            warned.contains("warning ignoring the damaged copy"),
+            "{warned}"
+        );
+        assert!(!machine.exists(), "the damaged copy was kept");
+        assert!(!other.exists());
+    }
 
     #[test]
     fn a_changed_file_makes_the_copy_damaged() {
