@@ -292,6 +292,11 @@ fn suite_needs() -> Vec<Need> {
         // The arm64 kernels of the matrix: cross-built, booted in QEMU.
         Need::program("aarch64-linux-gnu-gcc", "gcc-aarch64-linux-gnu"),
         Need::program("qemu-system-aarch64", "qemu-system-arm"),
+        Need::new(
+            "arm64 libc (the counter client)",
+            "libc6-dev-arm64-cross",
+            || Utf8PathBuf::from("/usr/aarch64-linux-gnu/lib/libc.a").is_file(),
+        ),
     ]);
     needs
 }
