@@ -7,9 +7,9 @@ use camino::Utf8PathBuf;
 use kmod_build::{check, Errno, KernelTree, ModuleInfo};
 use xshell::{cmd, Shell};
 
-use crate::qemu::Guest;
 use crate::workspace::{self, ModuleCrate};
 use kmod_build::driver::prerequisites::{self, Need};
+use kmod_build::driver::qemu::Guest;
 use kmod_build::driver::Human;
 
 mod agreement;
@@ -47,17 +47,6 @@ enum Only {
     /// Concurrent, killed and damaged-cache builds (test/robust.rs).
     Robust,
 }
-
-/// Kernel log lines that mean something went wrong, whatever the module.
-const BAD_LOG_LINES: &[&str] = &[
-    "Unknown symbol",
-    "disagrees about version",
-    "version magic",
-    "not compiled with retpoline",
-    "WARNING:",
-    "BUG:",
-    "Oops",
-];
 
 pub fn run(args: &Args) -> Result<()> {
     let sh = Shell::new()?;
@@ -184,7 +173,7 @@ fn suite_needs() -> Vec<Need> {
     needs.extend([
         Need::program("qemu-system-x86_64", "qemu-system-x86"),
         Need::new("a static busybox", "busybox-static", || {
-            crate::qemu::find_busybox().is_ok()
+            kmod_build::driver::qemu::find_busybox().is_ok()
         }),
         Need::program("modinfo", "kmod"),
         Need::program("openssl", "openssl"),
@@ -412,8 +401,8 @@ fn version_code(tree: &KernelTree) -> Result<u32> {
 }
 
 /// Fails on the first kernel log line that signals a problem.
-fn ensure_clean<'a>(mut lines: impl Iterator<Item = &'a str>) -> Result<()> {
-    match lines.find(|line| BAD_LOG_LINES.iter().any(|bad| line.contains(bad))) {
+fn ensure_clean<'a>(lines: impl Iterator<Item = &'a str>) -> Result<()> {
+    match kmod_build::driver::qemu::first_problem(lines) {
         Some(line) => bail!("the kernel log holds `{line}`"),
         None => Ok(()),
     }
