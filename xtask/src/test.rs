@@ -17,6 +17,7 @@ mod damaged;
 mod examples;
 mod new_project;
 mod robust;
+mod run;
 mod ship;
 mod soundness;
 mod trust;
@@ -46,6 +47,8 @@ pub struct Args {
 enum Only {
     /// Concurrent, killed and damaged-cache builds (test/robust.rs).
     Robust,
+    /// `cargo kmod run` in each kernel (test/run.rs).
+    Run,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -62,9 +65,16 @@ pub fn run(args: &Args) -> Result<()> {
     let trees = workspace::trees_or_every_installed(&args.kernels)?;
     let hello = ModuleCrate::find("hello")?;
     let mut results = Results::default();
-    if args.only == Some(Only::Robust) {
-        robust::run(&sh, &trees, &mut results);
-        return results.finish();
+    match args.only {
+        Some(Only::Robust) => {
+            robust::run(&sh, &trees, &mut results);
+            return results.finish();
+        }
+        Some(Only::Run) => {
+            run::run(&sh, &trees, &mut results);
+            return results.finish();
+        }
+        None => {}
     }
     for tree in &trees {
         results.record(
@@ -127,6 +137,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     ship::run(&sh, &trees, &hello, &mut results);
     new_project::run(&sh, &trees, &mut results);
+    run::run(&sh, &trees, &mut results);
     robust::run(&sh, &trees, &mut results);
     results.record("package::publishable_crates".into(), publishable(&sh));
     if args.fuzz_seconds > 0 {

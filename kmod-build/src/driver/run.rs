@@ -8,7 +8,9 @@
 
 use std::io::{self, IsTerminal, Read, Write};
 use std::process::ChildStdin;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Mutex, Once, PoisonError};
+use std::thread;
 use std::time::Instant;
 
 use camino::{Utf8Path, Utf8PathBuf};
@@ -429,31 +431,70 @@ fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
         .position(|window| window == needle)
 }
 
-/// Feeds the shell from our stdin once it runs; at the end of a stdin that
-/// is no terminal, a Ctrl-D (which ends the shell as it would at a prompt).
+/// Hands the guest's console input to [`SHELL_INPUT`] once its shell runs.
 fn forward_stdin(shell_started: mpsc::Receiver<()>) -> Box<dyn FnOnce(ChildStdin) + Send> {
     Box::new(move |mut guest: ChildStdin| {
         if shell_started.recv().is_err() {
             return;
         }
+        let mut current = SHELL_INPUT
+            .current
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner);
+        if SHELL_INPUT.ended.load(Ordering::SeqCst) {
+            let _ = guest.write_all(b"\x04");
+        }
+        *current = Some(guest);
+        drop(current);
+        static READER: Once = Once::new();
+        READER.call_once(|| {
+            thread::spawn(|| SHELL_INPUT.read_stdin());
+        });
+    })
+}
+
+/// Our stdin, read by one thread for the whole process (a blocking read
+/// cannot be called off when a guest powers off), and written to the shell
+/// running now; what comes while none runs is dropped.
+struct ShellInput {
+    current: Mutex<Option<ChildStdin>>,
+    /// Stdin ended: each shell gets a Ctrl-D (which ends it, as at a
+    /// prompt).
+    ended: AtomicBool,
+}
+
+static SHELL_INPUT: ShellInput = ShellInput {
+    current: Mutex::new(None),
+    ended: AtomicBool::new(false),
+};
+
+impl ShellInput {
+    fn read_stdin(&self) {
         let mut host = io::stdin();
         let mut buf = [0u8; 4096];
         loop {
-            match host.read(&mut buf) {
-                Ok(0) => {
-                    let _ = guest.write_all(b"\x04");
-                    break;
+            // At the end, a Ctrl-D, and no more reading.
+            let (chunk, end): (&[u8], bool) = match host.read(&mut buf) {
+                Ok(0) => (b"\x04", true),
+                Ok(n) => (&buf[..n], false),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(_) => (b"\x04", true),
+            };
+            if end {
+                self.ended.store(true, Ordering::SeqCst);
+            }
+            let mut current = self.current.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(guest) = current.as_mut() {
+                if guest.write_all(chunk).and_then(|()| guest.flush()).is_err() {
+                    // That guest is gone.
+                    *current = None;
                 }
-                Ok(n) => {
-                    if guest.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(_) => break,
+            }
+            if end {
+                return;
             }
         }
-    })
+    }
 }
 
 /// The terminal in stdin as a serial line wants it while a shell runs in the
