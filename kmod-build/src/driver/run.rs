@@ -442,7 +442,7 @@ fn forward_stdin(shell_started: mpsc::Receiver<()>) -> Box<dyn FnOnce(ChildStdin
             .lock()
             .unwrap_or_else(PoisonError::into_inner);
         if SHELL_INPUT.ended.load(Ordering::SeqCst) {
-            let _ = guest.write_all(b"\x04");
+            let _ = guest.write_all(END_OF_INPUT);
         }
         *current = Some(guest);
         drop(current);
@@ -458,10 +458,15 @@ fn forward_stdin(shell_started: mpsc::Receiver<()>) -> Box<dyn FnOnce(ChildStdin
 /// running now; what comes while none runs is dropped.
 struct ShellInput {
     current: Mutex<Option<ChildStdin>>,
-    /// Stdin ended: each shell gets a Ctrl-D (which ends it, as at a
-    /// prompt).
+    /// Stdin ended: each shell gets [`END_OF_INPUT`].
     ended: AtomicBool,
 }
+
+/// What a shell gets when our stdin ends (a pipe, `/dev/null`): Ctrl-D ends
+/// it as at a prompt, and `exit` for when the Ctrl-D came while the
+/// console's line discipline was still canonical (before the shell's line
+/// editing took over, a Ctrl-D there is lost).
+const END_OF_INPUT: &[u8] = b"\x04exit\n";
 
 static SHELL_INPUT: ShellInput = ShellInput {
     current: Mutex::new(None),
@@ -473,12 +478,12 @@ impl ShellInput {
         let mut host = io::stdin();
         let mut buf = [0u8; 4096];
         loop {
-            // At the end, a Ctrl-D, and no more reading.
+            // At the end, END_OF_INPUT, and no more reading.
             let (chunk, end): (&[u8], bool) = match host.read(&mut buf) {
-                Ok(0) => (b"\x04", true),
+                Ok(0) => (END_OF_INPUT, true),
                 Ok(n) => (&buf[..n], false),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => (b"\x04", true),
+                Err(_) => (END_OF_INPUT, true),
             };
             if end {
                 self.ended.store(true, Ordering::SeqCst);
