@@ -123,6 +123,28 @@ pub enum Error {
     #[error("--load: the running kernel is {running}, not {releases}; install without --load, or boot that kernel first")]
     NotRunning { releases: String, running: String },
 
+    /// An environment variable or option with a value that makes no sense.
+    #[error("{what}: {why}")]
+    BadValue { what: String, why: String },
+
+    /// A QEMU guest that did not come up, did not finish, or did not do
+    /// what its script asked.
+    #[error("{image}: {why}\nlast console lines:\n{tail}")]
+    Guest {
+        image: Utf8PathBuf,
+        why: String,
+        tail: String,
+    },
+
+    /// A command run in a guest (`cargo kmod run --exec`) failed: the exit
+    /// code is its exit status.
+    #[error("`{command}` exited with status {status} in the {release} guest")]
+    GuestCommand {
+        command: String,
+        release: String,
+        status: i32,
+    },
+
     /// A bug in kmod-build itself.
     #[error("internal error: {what}")]
     Internal { what: String },
@@ -139,7 +161,7 @@ impl Error {
     /// Exit code for command-line front ends: 3 when the machine lacks
     /// something (a tree, a tool), 4 when a module would be refused by the
     /// kernel, 2 for a file argument that is unusable, 130 when interrupted,
-    /// 1 otherwise.
+    /// a guest command's own exit status, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::NoKernelTree { .. }
@@ -149,7 +171,9 @@ impl Error {
             | Error::BrokenTree { .. }
             | Error::Prerequisite { .. } => 3,
             Error::BadModule { .. } => 4,
-            Error::BadInput { .. } | Error::Project { .. } => 2,
+            Error::BadInput { .. } | Error::Project { .. } | Error::BadValue { .. } => 2,
+            // As the guest command's shell would exit.
+            Error::GuestCommand { status, .. } => (*status).clamp(1, 255),
             Error::Spawn { .. } => 3,
             // As a shell reports a command SIGINT stopped.
             Error::Interrupted => 130,

@@ -16,7 +16,9 @@
 
 use std::collections::BTreeSet;
 use std::io::Write;
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio};
+use std::process::{
+    Child, ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Output, Stdio,
+};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Mutex, OnceLock};
 use std::time::Duration;
@@ -215,6 +217,25 @@ impl Supervised {
     /// The child's stdout, if it was piped and not taken yet.
     pub fn take_stdout(&mut self) -> Option<ChildStdout> {
         self.child.as_mut()?.stdout.take()
+    }
+
+    /// The child's stdin, if it was piped and not taken yet.
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.child.as_mut()?.stdin.take()
+    }
+
+    /// The child's stderr, if it was piped and not taken yet.
+    pub fn take_stderr(&mut self) -> Option<ChildStderr> {
+        self.child.as_mut()?.stderr.take()
+    }
+
+    /// The child's exit status if it has exited, without waiting. The group
+    /// is ended when `self` is dropped.
+    pub fn try_wait(&mut self) -> Result<Option<ExitStatus>> {
+        let child = self.child.as_mut().ok_or_else(|| Error::Internal {
+            what: "a supervised child was polled after it was waited for".into(),
+        })?;
+        child.try_wait().map_err(|e| Error::io("a child's exit", e))
     }
 
     /// Waits for the child, then ends whatever its group left running.

@@ -4,7 +4,6 @@
 
 mod bench;
 mod fuzz;
-mod qemu;
 mod status;
 mod test;
 mod workspace;

@@ -7,9 +7,9 @@ use camino::Utf8PathBuf;
 use kmod_build::{check, Errno, KernelTree, ModuleInfo};
 use xshell::{cmd, Shell};
 
-use crate::qemu::Guest;
 use crate::workspace::{self, ModuleCrate};
 use kmod_build::driver::prerequisites::{self, Need};
+use kmod_build::driver::qemu::Guest;
 use kmod_build::driver::Human;
 
 mod agreement;
@@ -17,6 +17,7 @@ mod damaged;
 mod examples;
 mod new_project;
 mod robust;
+mod run;
 mod ship;
 mod soundness;
 mod trust;
@@ -49,18 +50,9 @@ enum Only {
     /// Hello, the agreement cases and the examples on the named kernels,
     /// or else on the other Debian flavours (fetched).
     Flavours,
+    /// `cargo kmod run` in each kernel (test/run.rs).
+    Run,
 }
-
-/// Kernel log lines that mean something went wrong, whatever the module.
-const BAD_LOG_LINES: &[&str] = &[
-    "Unknown symbol",
-    "disagrees about version",
-    "version magic",
-    "not compiled with retpoline",
-    "WARNING:",
-    "BUG:",
-    "Oops",
-];
 
 pub fn run(args: &Args) -> Result<()> {
     let sh = Shell::new()?;
@@ -76,9 +68,16 @@ pub fn run(args: &Args) -> Result<()> {
     let trees = workspace::trees_or_every_installed(&args.kernels)?;
     let hello = ModuleCrate::find("hello")?;
     let mut results = Results::default();
-    if args.only == Some(Only::Robust) {
-        robust::run(&sh, &trees, &mut results);
-        return results.finish();
+    match args.only {
+        Some(Only::Robust) => {
+            robust::run(&sh, &trees, &mut results);
+            return results.finish();
+        }
+        Some(Only::Run) => {
+            run::run(&sh, &trees, &mut results);
+            return results.finish();
+        }
+        Some(Only::Flavours) | None => {}
     }
     // Named kernels are tested as asked; by default, beside the installed
     // trees, every other flavour of their series.
@@ -137,6 +136,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     ship::run(&sh, &trees, &hello, &mut results);
     new_project::run(&sh, &trees, &mut results);
+    run::run(&sh, &trees, &mut results);
     robust::run(&sh, &trees, &mut results);
     results.record("package::publishable_crates".into(), publishable(&sh));
     if args.fuzz_seconds > 0 {
@@ -274,7 +274,7 @@ fn suite_needs() -> Vec<Need> {
     needs.extend([
         Need::program("qemu-system-x86_64", "qemu-system-x86"),
         Need::new("a static busybox", "busybox-static", || {
-            crate::qemu::find_busybox().is_ok()
+            kmod_build::driver::qemu::find_busybox().is_ok()
         }),
         Need::program("modinfo", "kmod"),
         Need::program("openssl", "openssl"),
@@ -518,8 +518,8 @@ fn version_code(tree: &KernelTree) -> Result<u32> {
 }
 
 /// Fails on the first kernel log line that signals a problem.
-fn ensure_clean<'a>(mut lines: impl Iterator<Item = &'a str>) -> Result<()> {
-    match lines.find(|line| BAD_LOG_LINES.iter().any(|bad| line.contains(bad))) {
+fn ensure_clean<'a>(lines: impl Iterator<Item = &'a str>) -> Result<()> {
+    match kmod_build::driver::qemu::first_problem(lines) {
         Some(line) => bail!("the kernel log holds `{line}`"),
         None => Ok(()),
     }

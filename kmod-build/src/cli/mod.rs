@@ -11,6 +11,7 @@ mod gen_key;
 mod install;
 mod kernels;
 mod new;
+mod run;
 mod sign;
 
 use std::process::ExitCode;
@@ -44,6 +45,9 @@ pub enum Command {
     /// Build a module and install it under /lib/modules/<release>/updates (or a
     /// staging --root), run depmod, and modprobe it with --load.
     Install(install::Args),
+    /// Build a module, boot its kernel in QEMU, load it, run commands (or a
+    /// shell) in the guest, then unload it and report what the kernel printed.
+    Run(Box<run::Args>),
     /// Create a new project with one module crate.
     New(new::Args),
     /// Download and unpack kernels not installed here (Debian's packages), or `--list` them.
@@ -123,6 +127,7 @@ impl Command {
             Command::GenKey(args) => args.run(global),
             Command::Dkms(args) => args.run(global),
             Command::Install(args) => args.run(global),
+            Command::Run(args) => args.run(global),
             Command::New(args) => args.run(global),
             Command::Fetch(args) => args.run(global),
         }

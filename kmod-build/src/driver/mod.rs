@@ -16,7 +16,9 @@ mod lock;
 pub mod new;
 pub mod prerequisites;
 pub mod project;
+pub mod qemu;
 pub mod report;
+pub mod run;
 mod seed;
 pub mod select;
 pub mod sign;
@@ -29,6 +31,7 @@ pub use compile::{profile_args, PROFILE_NAME};
 pub use install::{install, InstallOptions, Installed};
 pub use project::{ModuleCrate, Project};
 pub use report::{Artifact, Event, Human, Json, Reporter};
+pub use run::{run, RunOptions};
 
 use crate::error::{Error, Result};
 

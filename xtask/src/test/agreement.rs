@@ -10,7 +10,7 @@ use object::{Object, ObjectSection};
 use xshell::{cmd, Shell};
 
 use crate::project_root;
-use crate::qemu::Guest;
+use kmod_build::driver::qemu::Guest;
 
 /// One module the kernel is asked to load.
 struct Case {

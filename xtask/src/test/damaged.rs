@@ -11,7 +11,7 @@ use kmod_build::elf::Rules;
 use kmod_build::{Errno, KernelTree, ModuleInfo};
 use object::{Object, ObjectSection, ObjectSymbol};
 
-use crate::qemu::Guest;
+use kmod_build::driver::qemu::Guest;
 
 /// Cases loaded in one guest.
 const BATCH: usize = 8;

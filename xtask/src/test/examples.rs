@@ -9,8 +9,8 @@ use kmod_build::{Errno, KernelTree};
 use xshell::Shell;
 
 use super::ensure_clean;
-use crate::qemu::{Guest, GuestLog};
 use crate::workspace::ModuleCrate;
+use kmod_build::driver::qemu::{Guest, GuestLog};
 
 const EXAMPLES: &[&str] = &["params", "chardev", "ticker", "counter"];
 

@@ -10,7 +10,7 @@ use xshell::{cmd, Shell};
 
 use super::{ensure_clean, Results};
 use crate::project_root;
-use crate::qemu::Guest;
+use kmod_build::driver::qemu::Guest;
 
 /// The module crate the test creates (a name with a `-`, which the kernel
 /// knows with a `_`).

@@ -28,7 +28,7 @@ use xshell::{cmd, Shell};
 
 use super::{ensure_clean, Results};
 use crate::project_root;
-use crate::qemu::Guest;
+use kmod_build::driver::qemu::Guest;
 
 /// Set on every build this test starts, to a value unique to the build.
 const MARKER: &str = "KMOD_ROBUST_TEST";

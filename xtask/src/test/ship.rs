@@ -11,9 +11,9 @@ use xshell::{cmd, Shell};
 
 use super::{ensure_clean, Results};
 use crate::project_root;
-use crate::qemu::Guest;
 use crate::workspace::ModuleCrate;
 use kmod_build::driver::dkms::{self, DkmsOptions};
+use kmod_build::driver::qemu::Guest;
 use kmod_build::driver::sign::{self, SigningKey};
 use kmod_build::driver::Human;
 

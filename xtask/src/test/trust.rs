@@ -12,7 +12,7 @@ use kmod_build::check::{self, Kernel, Verdict};
 use kmod_build::{Errno, KernelTree, ModuleInfo};
 use xshell::{cmd, Shell};
 
-use crate::qemu::Guest;
+use kmod_build::driver::qemu::Guest;
 use kmod_build::driver::{sign, Human};
 
 /// One module to load, and what check says of it.
