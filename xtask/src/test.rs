@@ -14,6 +14,7 @@ use kmod_build::driver::Human;
 
 mod agreement;
 mod damaged;
+mod editor;
 mod examples;
 mod new_project;
 mod robust;
@@ -46,6 +47,8 @@ pub struct Args {
 enum Only {
     /// Concurrent, killed and damaged-cache builds (test/robust.rs).
     Robust,
+    /// rust-analyzer's check command in a new project (test/editor.rs).
+    Editor,
 }
 
 /// Kernel log lines that mean something went wrong, whatever the module.
@@ -75,6 +78,10 @@ pub fn run(args: &Args) -> Result<()> {
     let mut results = Results::default();
     if args.only == Some(Only::Robust) {
         robust::run(&sh, &trees, &mut results);
+        return results.finish();
+    }
+    if args.only == Some(Only::Editor) {
+        editor::run(&sh, &trees, &mut results);
         return results.finish();
     }
     for tree in &trees {
@@ -138,6 +145,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     ship::run(&sh, &trees, &hello, &mut results);
     new_project::run(&sh, &trees, &mut results);
+    editor::run(&sh, &trees, &mut results);
     robust::run(&sh, &trees, &mut results);
     results.record("package::publishable_crates".into(), publishable(&sh));
     if args.fuzz_seconds > 0 {
