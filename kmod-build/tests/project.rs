@@ -26,6 +26,7 @@ fn a_new_project_has_one_module_on_the_local_checkout() {
     let options = NewOptions {
         dir: dir.clone(),
         local: Some(checkout()),
+        kernel: None,
     };
     assert_eq!(new_project(&options, &Human).unwrap(), dir);
 
@@ -73,6 +74,7 @@ fn without_a_checkout_the_dependencies_are_registry_versions() {
         &NewOptions {
             dir: dir.clone(),
             local: None,
+            kernel: None,
         },
         &Human,
     )
@@ -100,7 +102,15 @@ fn bad_targets_are_refused_and_nothing_is_written() {
     std::fs::create_dir(&taken).unwrap();
     std::fs::write(taken.join("keep.txt"), "mine").unwrap();
     let refused = |dir: Utf8PathBuf, local: Option<Utf8PathBuf>, says: &str| {
-        let error = new_project(&NewOptions { dir, local }, &Human).unwrap_err();
+        let error = new_project(
+            &NewOptions {
+                dir,
+                local,
+                kernel: None,
+            },
+            &Human,
+        )
+        .unwrap_err();
         assert!(matches!(error, Error::BadInput { .. }), "{error}");
         assert!(error.to_string().contains(says), "{error}");
         assert_eq!(error.exit_code(), 2);
@@ -123,6 +133,73 @@ fn bad_targets_are_refused_and_nothing_is_written() {
         std::fs::read_to_string(taken.join("keep.txt")).unwrap(),
         "mine"
     );
+}
+
+#[test]
+fn the_editor_settings_check_the_kernel_new_was_given() {
+    let (_keep, parent) = scratch();
+    let settings = |dir: &Utf8Path| -> serde_json::Value {
+        serde_json::from_str(&std::fs::read_to_string(dir.join(".vscode/settings.json")).unwrap())
+            .unwrap()
+    };
+    let commands = |settings: &serde_json::Value| {
+        [
+            "rust-analyzer.check.overrideCommand",
+            "rust-analyzer.cargo.buildScripts.overrideCommand",
+        ]
+        .map(|key| settings[key].clone())
+    };
+    let default = parent.join("default");
+    let options = |dir: &Utf8Path, kernel: Option<&str>| NewOptions {
+        dir: dir.to_owned(),
+        local: None,
+        kernel: kernel.map(str::to_owned),
+    };
+    new_project(&options(&default, None), &Human).unwrap();
+    let written = settings(&default);
+    for command in commands(&written) {
+        assert_eq!(
+            command,
+            serde_json::json!(["cargo", "kmod", "cargo-check", "--message-format", "json"])
+        );
+    }
+    assert!(default.join("rust-analyzer.toml").is_file());
+
+    let error = new_project(
+        &options(&parent.join("unknown"), Some("0.0.0-none")),
+        &Human,
+    )
+    .unwrap_err();
+    assert!(matches!(error, Error::NoSuchKernel { .. }), "{error}");
+    assert!(!parent.join("unknown").exists());
+
+    let Some(trees) = kmod_build::test_support::installed_trees() else {
+        return;
+    };
+    for tree in trees {
+        let dir = parent.join(format!("for-{}", tree.release.replace(['.', '+'], "-")));
+        new_project(&options(&dir, Some(&tree.release)), &Human).unwrap();
+        let written = settings(&dir);
+        for command in commands(&written) {
+            let args: Vec<&str> = command
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|a| a.as_str().unwrap())
+                .collect();
+            assert_eq!(
+                args[2..],
+                [
+                    "cargo-check",
+                    "--message-format",
+                    "json",
+                    "--kernel",
+                    &tree.release
+                ]
+            );
+        }
+        assert_eq!(written["rust-analyzer.cargo.target"], tree.rust_target());
+    }
 }
 
 #[test]

@@ -14,6 +14,7 @@ use kmod_build::driver::Human;
 
 mod agreement;
 mod damaged;
+mod editor;
 mod examples;
 mod new_project;
 mod robust;
@@ -52,6 +53,8 @@ enum Only {
     Flavours,
     /// `cargo kmod run` in each kernel (test/run.rs).
     Run,
+    /// rust-analyzer's check command in a new project (test/editor.rs).
+    Editor,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -75,6 +78,10 @@ pub fn run(args: &Args) -> Result<()> {
         }
         Some(Only::Run) => {
             run::run(&sh, &trees, &mut results);
+            return results.finish();
+        }
+        Some(Only::Editor) => {
+            editor::run(&sh, &trees, &mut results);
             return results.finish();
         }
         Some(Only::Flavours) | None => {}
@@ -137,6 +144,7 @@ pub fn run(args: &Args) -> Result<()> {
     ship::run(&sh, &trees, &hello, &mut results);
     new_project::run(&sh, &trees, &mut results);
     run::run(&sh, &trees, &mut results);
+    editor::run(&sh, &trees, &mut results);
     robust::run(&sh, &trees, &mut results);
     results.record("package::publishable_crates".into(), publishable(&sh));
     if args.fuzz_seconds > 0 {

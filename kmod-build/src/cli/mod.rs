@@ -3,6 +3,7 @@
 //! [`crate::driver`].
 
 mod build;
+mod cargo_check;
 mod check;
 mod dkms;
 mod doctor;
@@ -29,6 +30,9 @@ pub enum Command {
     /// Build a module crate into target/kmod/<release>/<module>.ko, checked.
     #[command(alias = "build-module")]
     Build(build::Args),
+    /// `cargo check` a module crate for one kernel as a build compiles it, bindings
+    /// included: what rust-analyzer runs (see the settings `new` writes).
+    CargoCheck(cargo_check::Args),
     /// Predict, offline, whether a .ko loads on a kernel, with the kernel's reasons.
     #[command(alias = "check-module")]
     Check(check::Args),
@@ -120,6 +124,7 @@ impl Command {
     pub fn run(self, global: &Global) -> Result<()> {
         match self {
             Command::Build(args) => args.run(global),
+            Command::CargoCheck(args) => args.run(global),
             Command::Check(args) => args.run(global),
             Command::Kernels(args) => args.run(global),
             Command::Doctor(args) => args.run(global),

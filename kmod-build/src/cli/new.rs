@@ -14,6 +14,11 @@ pub struct Args {
     /// registry's kmod-runtime and kmod-build.
     #[arg(long, value_name = "CHECKOUT")]
     local: Option<Utf8PathBuf>,
+    /// The kernel (release or tree path) the editor settings check the module
+    /// against. Default: `KDIR`, else the running kernel's tree, else the newest
+    /// installed one, chosen at each check.
+    #[arg(long, value_name = "RELEASE|PATH")]
+    kernel: Option<String>,
 }
 
 impl Args {
@@ -22,6 +27,7 @@ impl Args {
             &NewOptions {
                 dir: self.dir,
                 local: self.local,
+                kernel: self.kernel,
             },
             global.reporter(),
         )?;

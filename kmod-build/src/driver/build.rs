@@ -10,7 +10,7 @@ use super::fingerprint::Fingerprint;
 use super::lock::lock_file;
 use super::project::{ModuleCrate, Project};
 use super::report::{Artifact, Event, Reporter};
-use super::seed::{self, Seeded};
+use super::seed;
 use super::sign::{self, SigningKey};
 use super::{prerequisites, select, sysroot};
 use crate::error::{Error, Result};
@@ -296,22 +296,21 @@ pub fn build_for(
         None => None,
     };
     let sysroot = sysroot::ensure(&project.root, &flags, reporter)?;
-    let seeded = seed::seed(&project.root, &out.join("cargo"), reporter);
-    let shims = Compile {
-        workspace: &project.root,
-        manifest: &project.manifest,
-        package: name,
-        target_dir: &out.join("cargo"),
-        cache_dir: &project.cache_dir(),
-        sysroot: &sysroot,
-        tree,
-        flags: &flags,
-        features,
-    }
-    .run(reporter)?;
-    if seeded == Seeded::Cold {
-        seed::publish(&project.root, &out.join("cargo"));
-    }
+    let target_dir = out.join("cargo");
+    let shims = seed::compile_seeded(&project.root, &target_dir, reporter, || {
+        Compile {
+            workspace: &project.root,
+            manifest: &project.manifest,
+            package: name,
+            target_dir: &target_dir,
+            cache_dir: &project.cache_dir(),
+            sysroot: &sysroot,
+            tree,
+            flags: &flags,
+            features,
+        }
+        .run(reporter)
+    })?;
 
     reporter.status("Linking", &format!("{name}.ko ({release})"));
     let link = match early_link {

@@ -75,14 +75,14 @@ pub(crate) struct Compile<'a> {
 }
 
 impl Compile<'_> {
-    /// Builds the staticlib; returns the C shims the build scripts of this
-    /// build left in their `OUT_DIR`s. Cargo's JSON goes to the reporter
-    /// line by line.
-    pub fn run(&self, reporter: &dyn Reporter) -> Result<Vec<Utf8PathBuf>> {
+    /// `cargo <subcommand>` of the module exactly as a build of it for the
+    /// tree runs: target, profile, sysroot, codegen flags, environment and
+    /// target dir. Its stdout (cargo's messages) is piped.
+    fn command(&self, subcommand: &str, reporter: &dyn Reporter) -> Command {
         let encoded = format!("{}\x1f--sysroot={}", self.flags.encoded(), self.sysroot);
         let mut command = cargo(self.workspace, &encoded);
         command
-            .args(["build", "--message-format"])
+            .args([subcommand, "--message-format"])
             .arg(reporter.cargo_message_format())
             .arg("--manifest-path")
             .arg(self.manifest)
@@ -100,27 +100,56 @@ impl Compile<'_> {
             .env(crate::KERNEL_ENV, &self.tree.path)
             .env(crate::CACHE_ENV, self.cache_dir)
             .stdout(Stdio::piped());
+        command
+    }
+
+    /// Builds the staticlib; returns the C shims the build scripts of this
+    /// build left in their `OUT_DIR`s. Cargo's JSON goes to the reporter
+    /// line by line.
+    pub fn run(&self, reporter: &dyn Reporter) -> Result<Vec<Utf8PathBuf>> {
+        let mut shims = Vec::new();
+        self.stream("build", reporter, |line| {
+            // Cargo reports every build script of the build, fresh or
+            // not, with its OUT_DIR: only this build's shims are
+            // linked, never stale ones.
+            if let Ok(cargo_metadata::Message::BuildScriptExecuted(script)) =
+                serde_json::from_str(line)
+            {
+                let shim = script.out_dir.join(crate::SHIM_FILE);
+                if shim.is_file() {
+                    shims.push(shim);
+                }
+            }
+        })?;
+        Ok(shims)
+    }
+
+    /// `cargo check` of the module as [`Compile::run`] would build it (its
+    /// build scripts run, so the bindings exist), without linking: what an
+    /// editor runs. Cargo's messages go to the reporter.
+    pub fn check(&self, reporter: &dyn Reporter) -> Result<()> {
+        self.stream("check", reporter, |_| {})
+    }
+
+    /// Runs `cargo <subcommand>`, each line of its stdout to the reporter
+    /// and to `each_line`.
+    fn stream(
+        &self,
+        subcommand: &str,
+        reporter: &dyn Reporter,
+        mut each_line: impl FnMut(&str),
+    ) -> Result<()> {
+        let mut command = self.command(subcommand, reporter);
         let shown = format!(
-            "cargo build -p {} --target {} ({})",
+            "cargo {subcommand} -p {} --target {} ({})",
             self.package, self.flags.target, self.tree.release
         );
         let mut child = crate::process::spawn(&mut command, "cargo")?;
-        let mut shims = Vec::new();
         if let Some(stdout) = child.take_stdout() {
             for line in std::io::BufReader::new(stdout).lines() {
                 let line = line.map_err(|e| Error::io("cargo's output", e))?;
                 reporter.report(Event::Cargo(&line));
-                // Cargo reports every build script of the build, fresh or
-                // not, with its OUT_DIR: only this build's shims are
-                // linked, never stale ones.
-                if let Ok(cargo_metadata::Message::BuildScriptExecuted(script)) =
-                    serde_json::from_str(&line)
-                {
-                    let shim = script.out_dir.join(crate::SHIM_FILE);
-                    if shim.is_file() {
-                        shims.push(shim);
-                    }
-                }
+                each_line(&line);
             }
         }
         let status = child.wait()?;
@@ -132,6 +161,6 @@ impl Compile<'_> {
                 status: status.to_string(),
             });
         }
-        Ok(shims)
+        Ok(())
     }
 }

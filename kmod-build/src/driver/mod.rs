@@ -10,6 +10,7 @@
 pub mod build;
 mod compile;
 pub mod dkms;
+pub mod editor;
 mod fingerprint;
 pub mod install;
 mod lock;

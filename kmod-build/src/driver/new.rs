@@ -19,6 +19,9 @@ pub struct NewOptions {
     pub dir: Utf8PathBuf,
     /// A kmod-build checkout to depend on by path, instead of the registry.
     pub local: Option<Utf8PathBuf>,
+    /// The kernel (release or tree path) the editor settings check the
+    /// module against; `None`: whichever tree each check selects.
+    pub kernel: Option<String>,
 }
 
 /// Writes the project into `options.dir` (which must not exist, or be
@@ -102,7 +105,7 @@ pub fn new_project(options: &NewOptions, reporter: &dyn Reporter) -> Result<Utf8
             .collect::<Vec<_>>()
             .join(", ")
     );
-    let files: [(String, String); 9] = [
+    let mut files: Vec<(String, String)> = vec![
         (
             "Cargo.toml".into(),
             fill(include_str!("../../templates/workspace.toml")),
@@ -137,6 +140,17 @@ pub fn new_project(options: &NewOptions, reporter: &dyn Reporter) -> Result<Utf8
         ),
         ("rust-toolchain.toml".into(), toolchain),
     ];
+    // The editor sees the module as built for the kernel named, else for
+    // this machine's architecture.
+    let target = match &options.kernel {
+        Some(kernel) => crate::KernelTree::select(kernel)?.rust_target(),
+        None => crate::tree::arch_targets(crate::tree::host_arch()).map_or(TARGETS[0], |t| t.0),
+    };
+    files.extend(
+        super::editor::settings(target, options.kernel.as_deref())
+            .into_iter()
+            .map(|(file, text)| (file.to_owned(), text)),
+    );
 
     let parent = match dir.parent() {
         Some(parent) if !parent.as_str().is_empty() => parent.to_owned(),

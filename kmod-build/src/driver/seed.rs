@@ -35,7 +35,7 @@ pub(crate) fn wait_for_cold_builds(
 
 /// What [`seed`] did.
 #[derive(Debug, PartialEq, Eq)]
-pub(crate) enum Seeded {
+enum Seeded {
     /// The directory was there already.
     Warm,
     /// Copied from another kernel's build or the machine's copy.
@@ -49,7 +49,7 @@ pub(crate) enum Seeded {
 /// of the directory copied, so never of a build half-way through; one in
 /// use is passed over. Best effort: without a copy the build starts from
 /// nothing, as it would have.
-pub(crate) fn seed(workspace: &Utf8Path, target_dir: &Utf8Path, reporter: &dyn Reporter) -> Seeded {
+fn seed(workspace: &Utf8Path, target_dir: &Utf8Path, reporter: &dyn Reporter) -> Seeded {
     seed_from(target_dir, || machine_copy(workspace), reporter)
 }
 
@@ -120,10 +120,26 @@ fn host_built_at(cargo_dir: &Utf8Path) -> Option<std::time::SystemTime> {
         .ok()
 }
 
+/// Runs `compile` (a cargo command on `target_dir`) after [`seed`], and
+/// [`publish`]es the directory when it had to start from nothing.
+pub(crate) fn compile_seeded<T>(
+    workspace: &Utf8Path,
+    target_dir: &Utf8Path,
+    reporter: &dyn Reporter,
+    compile: impl FnOnce() -> Result<T>,
+) -> Result<T> {
+    let seeded = seed(workspace, target_dir, reporter);
+    let compiled = compile()?;
+    if seeded == Seeded::Cold {
+        publish(workspace, target_dir);
+    }
+    Ok(compiled)
+}
+
 /// After a cold build's compile: leaves a copy of its host-side crates
 /// (cargo's `<target dir>/kmod`) in the cache home for later cold builds,
 /// unless one is there. Best effort, like [`seed`].
-pub(crate) fn publish(workspace: &Utf8Path, target_dir: &Utf8Path) {
+fn publish(workspace: &Utf8Path, target_dir: &Utf8Path) {
     let Some(machine) = machine_copy(workspace) else {
         return;
     };

@@ -62,6 +62,22 @@ fn git_status(sh: &Shell) -> Result<String> {
     Ok(cmd!(sh, "git -C {root} status --porcelain --ignored=no").read()?)
 }
 
+/// Builds this checkout's cargo-kmod; a `PATH` on which cargo finds it as
+/// `cargo kmod`.
+pub(super) fn cargo_kmod_path(sh: &Shell) -> Result<String> {
+    let root = project_root();
+    cmd!(
+        sh,
+        "cargo build --quiet --manifest-path {root}/Cargo.toml -p cargo-kmod"
+    )
+    .run()?;
+    Ok(format!(
+        "{}:{}",
+        root.join("target/debug"),
+        std::env::var("PATH").unwrap_or_default()
+    ))
+}
+
 /// `cargo kmod new`, then `cargo kmod build` for every tree with JSON
 /// messages; the `.ko` of each tree, in `trees`' order.
 fn build_everywhere(
@@ -70,17 +86,7 @@ fn build_everywhere(
     trees: &[KernelTree],
 ) -> Result<Vec<Utf8PathBuf>> {
     let root = project_root();
-    // `cargo kmod` is this checkout's cargo-kmod, found on PATH by cargo.
-    cmd!(
-        sh,
-        "cargo build --quiet --manifest-path {root}/Cargo.toml -p cargo-kmod"
-    )
-    .run()?;
-    let path = format!(
-        "{}:{}",
-        root.join("target/debug"),
-        std::env::var("PATH").unwrap_or_default()
-    );
+    let path = cargo_kmod_path(sh)?;
     let dir = parent.join(NAME);
     cmd!(sh, "cargo kmod new {dir} --local {root}")
         .env("PATH", &path)
