@@ -42,7 +42,10 @@ const CASES: &[(&str, &str)] = &[
     ),
     ("write_value_padding", "has 3 total byte(s) of padding"),
     ("wait_queue_moved", "`PhantomPinned` cannot be unpinned"),
-    ("wait_queue_swapped", "`PhantomPinned` cannot be unpinned"),
+    (
+        "wait_queue_swapped",
+        "trait `DerefMut` is required to modify through a dereference",
+    ),
     (
         "poll_queue_short_lived",
         "`queue` does not live long enough",
