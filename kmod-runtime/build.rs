@@ -19,6 +19,9 @@ fn main() {
         .header("linux/bug.h")
         .header("linux/version.h")
         .header("linux/ioctl.h")
+        .header("linux/wait.h")
+        .header("linux/poll.h")
+        .header("linux/sched/signal.h")
         .allow_function("_printk")
         .allow_function("kernel_param_lock|kernel_param_unlock")
         // 6.10 renamed the allocator's entry points behind `alloc_hooks`.
@@ -26,14 +29,22 @@ fn main() {
         .allow_function("misc_register|misc_deregister|compat_ptr_ioctl")
         .allow_function("mutex_unlock|mod_timer|timer_shutdown_sync")
         .allow_function("proc_create_single_data|remove_proc_entry|seq_write")
+        .allow_function("__init_waitqueue_head|init_wait_entry|finish_wait|schedule")
         .allow_type("file_operations|miscdevice|kernel_param|lock_class_key")
         .allow_var("__this_module|param_ops_(int|bool|charp)|jiffies")
         .allow_var("KERN_(EMERG|ALERT|CRIT|ERR|WARNING|NOTICE|INFO|DEBUG)")
-        .allow_var("LINUX_VERSION_CODE|MISC_DYNAMIC_MINOR")
-        .allow_var("E(PERM|NOENT|INTR|IO|NXIO|AGAIN|NOMEM|FAULT|BUSY|EXIST|NODEV|INVAL|NOSPC|RANGE|OVERFLOW|NOTTY)")
+        .allow_var("LINUX_VERSION_CODE|MISC_DYNAMIC_MINOR|O_NONBLOCK")
+        .allow_var("E(PERM|NOENT|INTR|IO|NXIO|AGAIN|NOMEM|FAULT|BUSY|EXIST|NODEV|INVAL|NOSPC|RANGE|OVERFLOW|NOTTY|RESTARTSYS)")
         .constant("GFP_KERNEL", "gfp_t")
         .constant("GFP_ATOMIC", "gfp_t")
         .constant("ARCH_KMALLOC_MINALIGN", "size_t")
+        .constant("EPOLLIN", "__poll_t")
+        .constant("EPOLLPRI", "__poll_t")
+        .constant("EPOLLOUT", "__poll_t")
+        .constant("EPOLLERR", "__poll_t")
+        .constant("EPOLLHUP", "__poll_t")
+        .constant("EPOLLRDNORM", "__poll_t")
+        .constant("EPOLLWRNORM", "__poll_t")
         // ioctl numbers' layout is per architecture.
         .constant("_IOC_NONE", "unsigned int")
         .constant("_IOC_READ", "unsigned int")
@@ -81,6 +92,19 @@ fn main() {
         .helper(
             "unsigned long kmod_msecs_to_jiffies(unsigned int ms)",
             "return msecs_to_jiffies(ms);",
+        )
+        .helper(
+            "void kmod_prepare_to_wait_interruptible(struct wait_queue_head *queue, struct wait_queue_entry *entry)",
+            "prepare_to_wait(queue, entry, TASK_INTERRUPTIBLE);",
+        )
+        .helper(
+            "void kmod_wake_up_interruptible_all(struct wait_queue_head *queue)",
+            "wake_up_interruptible_all(queue);",
+        )
+        .helper("bool kmod_signal_pending(void)", "return signal_pending(current);")
+        .helper(
+            "void kmod_poll_wait(struct file *file, struct wait_queue_head *queue, poll_table *table)",
+            "poll_wait(file, queue, table);",
         )
         .helper("void __noreturn kmod_bug(void)", "BUG();")
         // Every atomic context safe code can enter (irqsave spinlocks,

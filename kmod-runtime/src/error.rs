@@ -32,6 +32,13 @@ impl From<alloc_crate::collections::TryReserveError> for Error {
     }
 }
 
+/// For `try_pin_init!` initialisers whose fields cannot fail.
+impl From<core::convert::Infallible> for Error {
+    fn from(never: core::convert::Infallible) -> Error {
+        match never {}
+    }
+}
+
 impl From<core::str::Utf8Error> for Error {
     fn from(_: core::str::Utf8Error) -> Error {
         EINVAL
@@ -48,3 +55,7 @@ errnos!(
     EPERM, ENOENT, EINTR, EIO, ENXIO, EAGAIN, ENOMEM, EFAULT, EBUSY, EEXIST, ENODEV, EINVAL,
     ENOSPC, ERANGE, EOVERFLOW, ENOTTY
 );
+
+/// A sleep interrupted by a signal: the kernel restarts the system call
+/// (`SA_RESTART`) or gives user space EINTR, so user space never sees it.
+pub const ERESTARTSYS: Error = Error(bindings::ERESTARTSYS as c_int);

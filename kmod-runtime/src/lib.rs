@@ -10,8 +10,8 @@
 //!   [`alloc::Flags`] to ask for atomic allocation;
 //! - [`Error`] and [`Result`] carry errnos; a panic logs where it happened
 //!   and `BUG()`s the calling task instead of taking the kernel down;
-//! - [`sync`] (spinlock, mutex), [`miscdev`] (`/dev/<name>` devices),
-//!   [`timer`], [`procfs`], built in place and pinned ([`types::Opaque`],
+//! - [`sync`] (spinlock, mutex), [`wait`] (wait queues, `poll`),
+//!   [`miscdev`] (`/dev/<name>` devices), [`timer`], [`procfs`], built in place and pinned ([`types::Opaque`],
 //!   `pinned-init`) where the C object points to itself.
 //!
 //! Safe code using it cannot corrupt the kernel's memory, with the
@@ -35,6 +35,7 @@ pub mod procfs;
 pub mod sync;
 pub mod timer;
 pub mod types;
+pub mod wait;
 
 mod module;
 

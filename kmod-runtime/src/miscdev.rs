@@ -1,4 +1,6 @@
-//! Misc devices: `/dev/<name>` with a [`File`] state per open file.
+//! Misc devices: `/dev/<name>` with a [`File`] state per open file, which
+//! may block in `read` on a [`WaitQueue`](crate::wait::WaitQueue), answer
+//! `poll` and honour `O_NONBLOCK`.
 
 use alloc_crate::boxed::Box;
 use alloc_crate::vec::Vec;
@@ -8,40 +10,72 @@ use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use core::pin::Pin;
 
+use pinned_init::PinInit;
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
 use crate::alloc::{self, try_box, GFP_KERNEL};
 use crate::error::{Error, Result, EFAULT, EINVAL, ENOSPC, ENOTTY};
-use crate::sync::Mutex;
-use crate::{bindings, new_mutex, this_module};
+use crate::wait::{PollEvents, PollTable};
+use crate::{bindings, this_module};
 
-/// What each `open` of the device gets. The runtime keeps it in the file
-/// behind a [`Mutex`], so calls on one file never overlap, and drops it on
-/// the last `close` (`release`).
-pub trait File: Sized + Send {
-    fn open() -> Result<Self>;
+/// What each `open` of the device gets. The runtime builds it in place
+/// (pinned: it may hold locks and wait queues), shares it between the
+/// calls on the file, which may overlap (hence `Sync`: the state locks
+/// what it changes), and drops it on the last `close` (`release`).
+pub trait File: Sized + Send + Sync + 'static {
+    fn open() -> impl PinInit<Self, Error>;
 
     /// Fills `to` (up to `to.len()` bytes); what was written is returned to
-    /// `read(2)`, so nothing written means end of file. EINVAL unless
+    /// `read(2)`, so nothing written means end of file. `flags` tell
+    /// whether the caller waits ([`FileFlags::nonblocking`]). EINVAL unless
     /// implemented.
-    fn read(&mut self, to: &mut UserSliceWriter) -> Result {
-        let _ = to;
+    fn read(&self, flags: FileFlags, to: &mut UserSliceWriter) -> Result {
+        let _ = (flags, to);
         Err(EINVAL)
     }
 
     /// Takes bytes from `from`; what was taken is returned to `write(2)`.
     /// EINVAL unless implemented.
-    fn write(&mut self, from: &mut UserSliceReader) -> Result {
-        let _ = from;
+    fn write(&self, flags: FileFlags, from: &mut UserSliceReader) -> Result {
+        let _ = (flags, from);
         Err(EINVAL)
     }
 
     /// `ioctl(2)` with a command number from [`ioctl`](crate::ioctl), and
     /// 32-bit callers' through `compat_ioctl` (the argument a pointer as
     /// well); the result goes to the caller. ENOTTY unless implemented.
-    fn ioctl(&mut self, command: u32, argument: &mut IoctlArgument) -> Result<i32> {
+    fn ioctl(&self, command: u32, argument: &mut IoctlArgument) -> Result<i32> {
         let _ = (command, argument);
         Err(ENOTTY)
+    }
+
+    /// `poll(2)`, `select(2)`, `epoll`: what is ready now, after
+    /// registering in `table` the queues whose notification may change
+    /// that (queues of the state, which outlive the file's pollers).
+    /// Unless implemented, always readable and writable, as for a file
+    /// without `poll`.
+    fn poll<'a>(&'a self, table: &mut PollTable<'a>) -> PollEvents {
+        let _ = table;
+        PollEvents::IN | PollEvents::RDNORM | PollEvents::OUT | PollEvents::WRNORM
+    }
+}
+
+/// The open file's flags (`f_flags`) when the call was made.
+#[derive(Clone, Copy, Debug)]
+pub struct FileFlags(c_uint);
+
+impl FileFlags {
+    /// `O_NONBLOCK`: the caller wants EAGAIN rather than a wait.
+    pub fn nonblocking(self) -> bool {
+        self.0 & bindings::O_NONBLOCK != 0
+    }
+
+    /// # Safety
+    /// `file` is an open file.
+    unsafe fn of(file: *mut bindings::file) -> FileFlags {
+        // SAFETY: see above; `fcntl(F_SETFL)` may change the flags at any
+        // time, so they are read once, as C's READ_ONCE.
+        FileFlags(unsafe { (&raw const (*file).f_flags).read_volatile() })
     }
 }
 
@@ -252,6 +286,7 @@ impl<T: File> Vtable<T> {
         write: Some(write::<T>),
         release: Some(release::<T>),
         unlocked_ioctl: Some(ioctl::<T>),
+        poll: Some(poll::<T>),
         // Every command's argument is a pointer: converted, then `ioctl`.
         #[cfg(kernel_config = "CONFIG_COMPAT")]
         compat_ioctl: Some(bindings::compat_ptr_ioctl),
@@ -267,17 +302,19 @@ impl<T: File> Vtable<T> {
 /// The state `open` put in the file.
 ///
 /// # Safety
-/// `file` is an open file of a device registered with `Vtable::<T>`.
-unsafe fn state<'a, T>(file: *mut bindings::file) -> &'a Mutex<T> {
-    // SAFETY: see above; `open` stored a pinned `Mutex<T>` there.
-    unsafe { &*(*file).private_data.cast::<Mutex<T>>() }
+/// `file` is an open file of a device registered with `Vtable::<T>`, and
+/// `'a` ends before its `release`.
+unsafe fn state<'a, T>(file: *mut bindings::file) -> &'a T {
+    // SAFETY: see above; `open` stored a pinned `T` there, which only
+    // `release` drops.
+    unsafe { &*(*file).private_data.cast::<T>() }
 }
 
 unsafe extern "C" fn open<T: File>(
     _inode: *mut bindings::inode,
     file: *mut bindings::file,
 ) -> c_int {
-    match T::open().and_then(|state| alloc::pin_init(new_mutex!(state), GFP_KERNEL)) {
+    match alloc::try_pin_init(T::open(), GFP_KERNEL) {
         Ok(state) => {
             // SAFETY: the file is being opened; misc_open put the device in
             // `private_data`, which is ours to replace. The Box stays
@@ -302,8 +339,10 @@ unsafe extern "C" fn read<T: File>(
         remaining: length,
         written: 0,
     };
-    // SAFETY: the VFS calls read on a file `open` succeeded for.
-    match unsafe { state::<T>(file) }.lock().read(&mut to) {
+    // SAFETY: the VFS calls read on a file `open` succeeded for, and
+    // holds it open until read returns.
+    let (state, flags) = unsafe { (state::<T>(file), FileFlags::of(file)) };
+    match state.read(flags, &mut to) {
         Ok(()) => to.written as isize,
         Err(error) => error.to_errno() as isize,
     }
@@ -321,7 +360,8 @@ unsafe extern "C" fn write<T: File>(
         read: 0,
     };
     // SAFETY: as in `read`.
-    match unsafe { state::<T>(file) }.lock().write(&mut from) {
+    let (state, flags) = unsafe { (state::<T>(file), FileFlags::of(file)) };
+    match state.write(flags, &mut from) {
         Ok(()) => from.read as isize,
         Err(error) => error.to_errno() as isize,
     }
@@ -337,13 +377,22 @@ unsafe extern "C" fn ioctl<T: File>(
         size: crate::ioctl::size(command),
     };
     // SAFETY: as in `read`.
-    match unsafe { state::<T>(file) }
-        .lock()
-        .ioctl(command, &mut argument)
-    {
+    match unsafe { state::<T>(file) }.ioctl(command, &mut argument) {
         Ok(result) => result.into(),
         Err(error) => error.to_errno().into(),
     }
+}
+
+unsafe extern "C" fn poll<T: File>(
+    file: *mut bindings::file,
+    table: *mut bindings::poll_table,
+) -> bindings::__poll_t {
+    // SAFETY: as in `read`; the table is this call's. The state's lifetime
+    // is the table's `'a`: the state lives until `release`, which comes
+    // after epoll has dropped its entries for the file (`__fput`) and
+    // after every select/poll that queued on it (they hold the file).
+    let (state, mut table) = unsafe { (state::<T>(file), PollTable::new(file, table)) };
+    state.poll(&mut table).bits()
 }
 
 unsafe extern "C" fn release<T: File>(
@@ -352,6 +401,6 @@ unsafe extern "C" fn release<T: File>(
 ) -> c_int {
     // SAFETY: the last reference to the file is gone; take back the Box
     // `open` leaked.
-    drop(unsafe { Box::from_raw((*file).private_data.cast::<Mutex<T>>()) });
+    drop(unsafe { Box::from_raw((*file).private_data.cast::<T>()) });
     0
 }

@@ -24,7 +24,7 @@ use crate::bindings;
 use crate::types::Opaque;
 
 /// A lockdep class: a static per construction site, made by
-/// [`new_spinlock!`] and [`new_mutex!`].
+/// [`new_spinlock!`], [`new_mutex!`] and [`new_wait_queue!`].
 #[repr(C)]
 pub struct LockClassKey {
     key: UnsafeCell<MaybeUninit<bindings::lock_class_key>>,
@@ -47,7 +47,7 @@ impl LockClassKey {
         }
     }
 
-    fn get(&self) -> *mut bindings::lock_class_key {
+    pub(crate) fn get(&self) -> *mut bindings::lock_class_key {
         self.key.get().cast()
     }
 }
@@ -146,7 +146,24 @@ impl<T, B: Backend> Deref for Guard<'_, T, B> {
     }
 }
 
-impl<T, B: Backend> DerefMut for Guard<'_, T, B> {
+impl<T, B: Backend> Guard<'_, T, B> {
+    /// Runs `f` with the lock released, then takes it again (the data may
+    /// have changed meanwhile): a [`WaitQueue`](crate::wait::WaitQueue)
+    /// sleeps in `f`.
+    pub(crate) fn unlocked<U>(&mut self, f: impl FnOnce() -> U) -> U {
+        // SAFETY: locked by this task with this state; taken again below
+        // before the guard is used.
+        unsafe { B::unlock(self.lock.state.get(), &self.state) };
+        let result = f();
+        // SAFETY: as in `Lock::lock`.
+        self.state = unsafe { B::lock(self.lock.state.get()) };
+        result
+    }
+}
+
+// Only for `Unpin` data: `&mut` to a pinned object (a lock or wait queue
+// inside the lock) would let `mem::swap` move it.
+impl<T: Unpin, B: Backend> DerefMut for Guard<'_, T, B> {
     fn deref_mut(&mut self) -> &mut T {
         // SAFETY: the guard holds the lock, and `&mut self` is unique.
         unsafe { &mut *self.lock.data.get() }

@@ -9,8 +9,11 @@ extern crate alloc;
 use alloc::vec::Vec;
 
 use kmod_runtime::error::EINVAL;
-use kmod_runtime::miscdev::{File, Registration, UserSliceReader, UserSliceWriter};
-use kmod_runtime::{pr_info, Result};
+use kmod_runtime::miscdev::{File, FileFlags, Registration, UserSliceReader, UserSliceWriter};
+use kmod_runtime::pinned_init::{try_pin_init, PinInit};
+use kmod_runtime::sync::Mutex;
+use kmod_runtime::{new_mutex, pr_info, Error, Result};
+use pinned_init::pin_data;
 
 kmod_runtime::module! {
     type: Chardev,
@@ -41,33 +44,44 @@ impl Drop for Chardev {
     }
 }
 
-/// One open file's state.
+/// One open file's state: calls on the file may overlap, so behind a lock.
+#[pin_data]
 struct Text {
+    #[pin]
+    text: Mutex<Inner>,
+}
+
+struct Inner {
     bytes: Vec<u8>,
     /// Where the next read starts.
     read: usize,
 }
 
 impl File for Text {
-    fn open() -> Result<Self> {
-        Ok(Text {
-            bytes: Vec::new(),
-            read: 0,
-        })
+    fn open() -> impl PinInit<Self, Error> {
+        try_pin_init!(Text {
+            text <- new_mutex!(Inner {
+                bytes: Vec::new(),
+                read: 0,
+            }),
+        }? Error)
     }
 
-    fn read(&mut self, to: &mut UserSliceWriter) -> Result {
+    fn read(&self, _: FileFlags, to: &mut UserSliceWriter) -> Result {
+        let mut guard = self.text.lock();
+        let text = &mut *guard;
         // As much as the reader's buffer takes.
-        self.read += to.write(&self.bytes[self.read..])?;
+        text.read += to.write(&text.bytes[text.read..])?;
         Ok(())
     }
 
-    fn write(&mut self, from: &mut UserSliceReader) -> Result {
-        let start = self.bytes.len();
+    fn write(&self, _: FileFlags, from: &mut UserSliceReader) -> Result {
+        let mut text = self.text.lock();
+        let start = text.bytes.len();
         // ENOSPC past CAPACITY: the writer cannot size the allocation.
-        from.read_all(&mut self.bytes, CAPACITY)?;
-        if core::str::from_utf8(&self.bytes[start..]).is_err() {
-            self.bytes.truncate(start);
+        from.read_all(&mut text.bytes, CAPACITY)?;
+        if core::str::from_utf8(&text.bytes[start..]).is_err() {
+            text.bytes.truncate(start);
             return Err(EINVAL);
         }
         Ok(())

@@ -322,7 +322,9 @@ fn counter_clients(sh: &Shell, tree: &KernelTree) -> Result<Vec<Utf8PathBuf>> {
 
 fn counter(log: &GuestLog, kernel_log: &str, with_32_bit: bool) -> Result<()> {
     // The same answers for both: the 32-bit client's calls went through
-    // compat_ioctl. `client.c` computes the numbers with C's macros.
+    // compat_ioctl. `client.c` computes the numbers with C's macros. Then
+    // O_NONBLOCK reads, poll, and children asleep in poll and read, woken
+    // by an ioctl or interrupted by a signal.
     let expected = "get 41\n\
                     add 1 -> 42\n\
                     add max: Value too large for defined data type\n\
@@ -330,7 +332,19 @@ fn counter(log: &GuestLog, kernel_log: &str, with_32_bit: bool) -> Result<()> {
                     get32: Inappropriate ioctl for device\n\
                     unknown: Inappropriate ioctl for device\n\
                     bad pointer: Bad address\n\
-                    other open 0\n";
+                    other open 0\n\
+                    nonblocking read: Resource temporarily unavailable\n\
+                    poll 0, revents 0\n\
+                    poll 1, revents 0x1\n\
+                    read 8: 7\n\
+                    read again: Resource temporarily unavailable\n\
+                    child asleep\n\
+                    child poll 1, revents 0x1\n\
+                    child read 8\n\
+                    child asleep\n\
+                    child read 9\n\
+                    child asleep\n\
+                    child read: Interrupted system call\n";
     let mut sections = vec![("counter_load", ""), ("counter_64", expected)];
     if with_32_bit {
         sections.push(("counter_32", expected));

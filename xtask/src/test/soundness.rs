@@ -41,6 +41,15 @@ const CASES: &[(&str, &str)] = &[
         "the trait bound `bool: FromBytes` is not satisfied",
     ),
     ("write_value_padding", "has 3 total byte(s) of padding"),
+    ("wait_queue_moved", "`PhantomPinned` cannot be unpinned"),
+    (
+        "wait_queue_swapped",
+        "trait `DerefMut` is required to modify through a dereference",
+    ),
+    (
+        "poll_queue_short_lived",
+        "`queue` does not live long enough",
+    ),
 ];
 
 const FIXTURE: &str = "soundness";
@@ -74,8 +83,8 @@ fn build_case(tree: &KernelTree, case: Option<&str>) -> Result<Utf8PathBuf> {
         .with_context(|| diagnostics.rendered())
 }
 
-/// The `.ko` has one lock class key (a `KEY` static of `new_spinlock!` or
-/// `new_mutex!`) per construction site in the fixture's and the runtime's
+/// The `.ko` has one lock class key (a `KEY` static of `new_spinlock!`,
+/// `new_mutex!` or `new_wait_queue!`) per construction site in the fixture's and the runtime's
 /// sources, each at its own address and referenced from code.
 fn lock_class_keys(ko: &Utf8PathBuf) -> Result<()> {
     let sites = construction_sites()?;
@@ -143,7 +152,8 @@ fn is_key(name: &str) -> bool {
     legacy || (name.starts_with("_R") && name.ends_with("3KEY"))
 }
 
-/// Calls of `new_spinlock!(`/`new_mutex!(` in the fixture and the runtime.
+/// Calls of `new_spinlock!(`/`new_mutex!(`/`new_wait_queue!(` in the
+/// fixture and the runtime.
 fn construction_sites() -> Result<usize> {
     let root = project_root();
     let mut files = vec![root.join("xtask/fixtures/soundness/src/lib.rs")];
@@ -161,7 +171,10 @@ fn construction_sites() -> Result<usize> {
             .lines()
             .filter(|line| !line.trim_start().starts_with("//"))
             .map(|line| {
-                line.matches("new_spinlock!(").count() + line.matches("new_mutex!(").count()
+                ["new_spinlock!(", "new_mutex!(", "new_wait_queue!("]
+                    .iter()
+                    .map(|call| line.matches(call).count())
+                    .sum::<usize>()
             })
             .sum::<usize>();
     }
