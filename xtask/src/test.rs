@@ -140,6 +140,7 @@ pub fn run(args: &Args) -> Result<()> {
             format!("compile_fail::soundness::{}", tree.release),
             soundness::run(tree),
         );
+        results.record(format!("lint::clippy::{}", tree.release), clippy(tree));
     }
     ship::run(&sh, &trees, &hello, &mut results);
     new_project::run(&sh, &trees, &mut results);
@@ -156,6 +157,17 @@ pub fn run(args: &Args) -> Result<()> {
         results.record("fuzz::all_targets".into(), crate::fuzz::run(&fuzz));
     }
     results.finish()
+}
+
+/// Clippy, every warning an error, on hello and the examples (and so the
+/// runtime) with `tree`'s bindings: their code differs per kernel.
+fn clippy(tree: &KernelTree) -> Result<()> {
+    for name in ["hello", "params", "chardev", "ticker", "counter"] {
+        ModuleCrate::find(name)?
+            .clippy(tree)
+            .with_context(|| format!("clippy on {name} for {}", tree.release))?;
+    }
+    Ok(())
 }
 
 /// What every kernel, of every flavour, is tested with: hello built and

@@ -31,6 +31,18 @@ impl ModuleCrate {
         self.project.ko_path(&self.module, tree)
     }
 
+    /// `cargo clippy -- -D warnings` of the module and the runtime against
+    /// `tree`'s bindings, as `cargo kmod cargo-check --clippy` runs it.
+    pub fn clippy(&self, tree: &KernelTree) -> Result<()> {
+        let options = driver::editor::CheckOptions {
+            kernel: Some(tree.path.to_string()),
+            features: Vec::new(),
+            clippy: true,
+        };
+        driver::editor::check(&self.project, &self.module, &options, &Human)?;
+        Ok(())
+    }
+
     /// Compiles, links and checks the module for `tree`, fresh or not.
     pub fn build(&self, tree: &KernelTree) -> Result<Utf8PathBuf> {
         Ok(driver::build_for(

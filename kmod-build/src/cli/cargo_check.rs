@@ -15,6 +15,10 @@ pub struct Args {
     /// Cargo features of the module crate to enable (comma-separated or repeated).
     #[arg(short = 'F', long, value_delimiter = ',', value_name = "FEATURES")]
     features: Vec<String>,
+    /// Run `cargo clippy -- -D warnings` instead: the module and the
+    /// workspace's crates it uses, linted against this kernel's bindings.
+    #[arg(long)]
+    clippy: bool,
 }
 
 impl Args {
@@ -24,6 +28,7 @@ impl Args {
         let options = CheckOptions {
             kernel: self.kernel,
             features: self.features,
+            clippy: self.clippy,
         };
         check(&project, module, &options, global.reporter()).map(drop)
     }

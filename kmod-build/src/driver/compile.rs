@@ -108,7 +108,7 @@ impl Compile<'_> {
     /// line by line.
     pub fn run(&self, reporter: &dyn Reporter) -> Result<Vec<Utf8PathBuf>> {
         let mut shims = Vec::new();
-        self.stream("build", reporter, |line| {
+        self.stream("build", &[], reporter, |line| {
             // Cargo reports every build script of the build, fresh or
             // not, with its OUT_DIR: only this build's shims are
             // linked, never stale ones.
@@ -128,18 +128,26 @@ impl Compile<'_> {
     /// build scripts run, so the bindings exist), without linking: what an
     /// editor runs. Cargo's messages go to the reporter.
     pub fn check(&self, reporter: &dyn Reporter) -> Result<()> {
-        self.stream("check", reporter, |_| {})
+        self.stream("check", &[], reporter, |_| {})
     }
 
-    /// Runs `cargo <subcommand>`, each line of its stdout to the reporter
-    /// and to `each_line`.
+    /// `cargo clippy` of the module and the workspace's crates it uses, as
+    /// [`Compile::check`] does it, every warning an error.
+    pub fn clippy(&self, reporter: &dyn Reporter) -> Result<()> {
+        self.stream("clippy", &["--", "-D", "warnings"], reporter, |_| {})
+    }
+
+    /// Runs `cargo <subcommand> ... <trailing>`, each line of its stdout to
+    /// the reporter and to `each_line`.
     fn stream(
         &self,
         subcommand: &str,
+        trailing: &[&str],
         reporter: &dyn Reporter,
         mut each_line: impl FnMut(&str),
     ) -> Result<()> {
         let mut command = self.command(subcommand, reporter);
+        command.args(trailing);
         let shown = format!(
             "cargo {subcommand} -p {} --target {} ({})",
             self.package, self.flags.target, self.tree.release

@@ -19,6 +19,8 @@ pub struct CheckOptions {
     pub kernel: Option<String>,
     /// Cargo features of the module crate to enable.
     pub features: Vec<String>,
+    /// `cargo clippy -- -D warnings` instead of `cargo check`.
+    pub clippy: bool,
 }
 
 /// `cargo check` of `module` for one tree, cargo's messages to `reporter`
@@ -43,7 +45,7 @@ pub fn check(
     // check and a build of it from running at once.
     let target_dir = project.output_dir(&tree).join("cargo");
     seed::compile_seeded(&project.root, &target_dir, reporter, || {
-        Compile {
+        let compile = Compile {
             workspace: &project.root,
             manifest: &project.manifest,
             package: &module.name,
@@ -53,8 +55,12 @@ pub fn check(
             tree: &tree,
             flags: &flags,
             features: &options.features,
+        };
+        if options.clippy {
+            compile.clippy(reporter)
+        } else {
+            compile.check(reporter)
         }
-        .check(reporter)
     })
     .map_err(crate::process::unless_interrupted)?;
     Ok(tree)
