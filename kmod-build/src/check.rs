@@ -322,7 +322,10 @@ fn signature_check(
 /// The loader's ELF checks of `kernel`'s version, failed.
 fn elf_validity(module: &ModuleInfo, kernel: &Kernel) -> Option<Finding> {
     let invalid = module
-        .elf_validity(elf::Rules::for_version(kernel.version))
+        .elf_validity(
+            elf::Rules::for_version(kernel.version),
+            elf::Machine::of(&kernel.config),
+        )
         .err()?;
     Some(Finding {
         check: Check::Elf,

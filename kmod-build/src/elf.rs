@@ -15,6 +15,7 @@ const SHDR_LEN: usize = 64;
 const SYM_LEN: u64 = 24;
 const ET_REL: u16 = 1;
 const EM_X86_64: u16 = 62;
+const EM_AARCH64: u16 = 183;
 const SHT_NULL: u32 = 0;
 const SHT_SYMTAB: u32 = 2;
 const SHT_STRTAB: u32 = 3;
@@ -47,6 +48,35 @@ impl Rules {
             Rules::V6_12
         } else {
             Rules::V6_1
+        }
+    }
+}
+
+/// The architecture whose loader checks: `elf_check_arch()` wants its own
+/// `e_machine`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Machine {
+    X86_64,
+    Aarch64,
+}
+
+impl Machine {
+    /// Every architecture kmod-build builds for.
+    pub const ALL: [Machine; 2] = [Machine::X86_64, Machine::Aarch64];
+
+    /// The kernel's architecture, from its config.
+    pub fn of(config: &crate::Config) -> Machine {
+        if config.is_y("CONFIG_ARM64") {
+            Machine::Aarch64
+        } else {
+            Machine::X86_64
+        }
+    }
+
+    fn e_machine(self) -> u16 {
+        match self {
+            Machine::X86_64 => EM_X86_64,
+            Machine::Aarch64 => EM_AARCH64,
         }
     }
 }
@@ -139,7 +169,12 @@ impl Elf<'_> {
 /// signature), in its order; `Ok` when it goes on to load the module.
 /// `this_module_size` is the kernel's `sizeof(struct module)` where known
 /// (6.12 compares it here).
-pub fn validity(bytes: &[u8], rules: Rules, this_module_size: Option<u64>) -> Result<(), Invalid> {
+pub fn validity(
+    bytes: &[u8],
+    rules: Rules,
+    machine: Machine,
+    this_module_size: Option<u64>,
+) -> Result<(), Invalid> {
     let len = bytes.len() as u64;
     if bytes.len() < EHDR_LEN {
         return Err(refuse(format!("Invalid ELF header len {len}")));
@@ -153,10 +188,10 @@ pub fn validity(bytes: &[u8], rules: Rules, this_module_size: Option<u64>) -> Re
             "Invalid ELF header type: {e_type} != {ET_REL}"
         )));
     }
-    let machine = u16_at(bytes, 18);
-    if machine != EM_X86_64 {
+    let e_machine = u16_at(bytes, 18);
+    if e_machine != machine.e_machine() {
         return Err(refuse(format!(
-            "Invalid architecture in ELF header: {machine}"
+            "Invalid architecture in ELF header: {e_machine}"
         )));
     }
     if usize::from(u16_at(bytes, 58)) != SHDR_LEN {
@@ -483,8 +518,8 @@ mod tests {
 
     fn both(bytes: &[u8]) -> (Result<(), Invalid>, Result<(), Invalid>) {
         (
-            validity(bytes, Rules::V6_1, Some(16)),
-            validity(bytes, Rules::V6_12, Some(16)),
+            validity(bytes, Rules::V6_1, Machine::X86_64, Some(16)),
+            validity(bytes, Rules::V6_12, Machine::X86_64, Some(16)),
         )
     }
 
@@ -506,6 +541,24 @@ mod tests {
     }
 
     #[test]
+    fn each_loader_wants_its_own_machine() {
+        let x86 = module();
+        assert_eq!(
+            validity(&x86, Rules::V6_1, Machine::X86_64, Some(16)),
+            Ok(())
+        );
+        let refused = validity(&x86, Rules::V6_1, Machine::Aarch64, Some(16)).unwrap_err();
+        assert_eq!(refused.message, "Invalid architecture in ELF header: 62");
+        let mut arm = x86.clone();
+        arm[18..20].copy_from_slice(&EM_AARCH64.to_le_bytes());
+        assert_eq!(
+            validity(&arm, Rules::V6_12, Machine::Aarch64, Some(16)),
+            Ok(())
+        );
+        assert!(validity(&arm, Rules::V6_12, Machine::X86_64, Some(16)).is_err());
+    }
+
+    #[test]
     fn header_damage_is_refused_with_the_kernels_message() {
         let mut bytes = module();
         bytes[18] = 3;
@@ -520,7 +573,12 @@ mod tests {
             "Invalid ELF section header overflow"
         );
         assert_eq!(
-            message(validity(&module()[..40], Rules::V6_12, None)),
+            message(validity(
+                &module()[..40],
+                Rules::V6_12,
+                Machine::X86_64,
+                None
+            )),
             "Invalid ELF header len 40"
         );
     }

@@ -3,7 +3,7 @@ use std::collections::BTreeMap;
 use camino::{Utf8Path, Utf8PathBuf};
 use object::{Object, ObjectSection, ObjectSymbol};
 
-use crate::elf::{self, Invalid, Rules};
+use crate::elf::{self, Invalid, Machine, Rules};
 use crate::error::{Error, Result};
 use crate::mitigations::{self, Mitigations, Violation};
 use crate::signature::{self, Signature};
@@ -43,7 +43,7 @@ pub struct ModuleInfo {
     pub mitigation_gaps: Vec<Violation>,
     /// What each loader's ELF checks make of the bytes it checks (the
     /// module without its signature).
-    pub elf_validity: [(Rules, Result<(), Invalid>); 2],
+    pub elf_validity: Vec<(Rules, Machine, Result<(), Invalid>)>,
 }
 
 impl ModuleInfo {
@@ -74,8 +74,11 @@ impl ModuleInfo {
             Some(Ok(signature)) => &bytes[..signature.signed_len],
             _ => bytes,
         };
-        let elf_validity =
-            [Rules::V6_1, Rules::V6_12].map(|rules| (rules, elf::validity(checked, rules, None)));
+        let elf_validity: Vec<_> = [Rules::V6_1, Rules::V6_12]
+            .into_iter()
+            .flat_map(|rules| Machine::ALL.map(|machine| (rules, machine)))
+            .map(|(rules, machine)| (rules, machine, elf::validity(checked, rules, machine, None)))
+            .collect();
         // The loader reads 64-bit little-endian whatever e_ident's class and
         // data encoding say; so does this parse.
         let mut normalized = bytes.to_vec();
@@ -83,7 +86,7 @@ impl ModuleInfo {
             normalized[4..7].copy_from_slice(&[2, 1, 1]);
         }
         match ModuleInfo::parse_elf(path, &normalized, signature.clone(), elf_validity.clone()) {
-            Err(_) if elf_validity.iter().all(|(_, result)| result.is_err()) => Ok(ModuleInfo {
+            Err(_) if elf_validity.iter().all(|(_, _, result)| result.is_err()) => Ok(ModuleInfo {
                 path: path.to_owned(),
                 modinfo: Vec::new(),
                 versions: Vec::new(),
@@ -103,7 +106,7 @@ impl ModuleInfo {
         path: &Utf8Path,
         bytes: &[u8],
         signature: Option<Result<Signature, signature::Unreadable>>,
-        elf_validity: [(Rules, Result<(), Invalid>); 2],
+        elf_validity: Vec<(Rules, Machine, Result<(), Invalid>)>,
     ) -> Result<ModuleInfo> {
         let bad = |reason: String| Error::BadModule {
             module: path.to_owned(),
@@ -178,12 +181,13 @@ impl ModuleInfo {
         })
     }
 
-    /// What the ELF checks of a loader with `rules` make of the module.
-    pub fn elf_validity(&self, rules: Rules) -> Result<(), &Invalid> {
+    /// What the ELF checks of `machine`'s loader with `rules` make of the
+    /// module.
+    pub fn elf_validity(&self, rules: Rules, machine: Machine) -> Result<(), &Invalid> {
         self.elf_validity
             .iter()
-            .find(|(r, _)| *r == rules)
-            .map_or(Ok(()), |(_, result)| result.as_ref().map(|_| ()))
+            .find(|(r, m, _)| *r == rules && *m == machine)
+            .map_or(Ok(()), |(_, _, result)| result.as_ref().map(|_| ()))
     }
 
     /// The first value of `key` in `.modinfo`.
@@ -365,8 +369,10 @@ mod tests {
     fn garbage_is_refused_by_every_loader() {
         let info = ModuleInfo::parse(Utf8Path::new("x.ko"), b"not an elf").unwrap();
         for rules in [Rules::V6_1, Rules::V6_12] {
-            let invalid = info.elf_validity(rules).unwrap_err();
-            assert_eq!(invalid.message, "Invalid ELF header len 10");
+            for machine in Machine::ALL {
+                let invalid = info.elf_validity(rules, machine).unwrap_err();
+                assert_eq!(invalid.message, "Invalid ELF header len 10");
+            }
         }
     }
 }

@@ -224,6 +224,10 @@ fn copy_into(from: &Utf8Path, to: &Utf8Path, reporter: &dyn Reporter) -> bool {
     let (Some(parent), Some(name)) = (to.parent(), to.file_name()) else {
         return false;
     };
+    // A first build may not have made its release's directory yet.
+    if std::fs::create_dir_all(parent).is_err() {
+        return false;
+    }
     let Ok(partial) = tempfile::Builder::new()
         .prefix(&format!(".{name}."))
         .suffix(PARTIAL_SUFFIX)
@@ -318,8 +322,8 @@ mod tests {
         let kmod = Utf8Path::from_path(dir.path()).unwrap();
         built(&kmod.join("6.1.0-1-amd64/cargo"), "old", 3600);
         built(&kmod.join("6.1.0-2-amd64/cargo"), "new", 60);
+        // Its release's directory not made yet, as for a first build.
         let target = kmod.join("6.1.0-3-amd64/cargo");
-        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         let said = Said::default();
         assert_eq!(seed_from(&target, || None, &said), Seeded::Copied);
         let copied = target.join("kmod/deps/libnew.rlib");
