@@ -110,8 +110,19 @@ fn seed_from(
     }
 }
 
-/// When cargo last wrote a host crate in `cargo_dir` (`None`: it has none).
+/// When cargo last wrote a host crate in `cargo_dir`; `None` if it has
+/// none, or no build of its release ever finished (no `*.fingerprint`
+/// beside it: a build killed half-way would be copied half-built).
 fn host_built_at(cargo_dir: &Utf8Path) -> Option<std::time::SystemTime> {
+    let finished = cargo_dir
+        .parent()?
+        .read_dir_utf8()
+        .ok()?
+        .flatten()
+        .any(|entry| entry.file_name().ends_with(".fingerprint"));
+    if !finished {
+        return None;
+    }
     cargo_dir
         .join(PROFILE_NAME)
         .join("deps")
@@ -302,8 +313,11 @@ mod tests {
         }
     }
 
-    /// A cargo directory with one host crate, its mtime `age` seconds ago.
+    /// A cargo directory with one host crate, its mtime `age` seconds ago,
+    /// beside a finished build's fingerprint.
     fn built(cargo_dir: &Utf8Path, crate_name: &str, age: u64) {
+        std::fs::create_dir_all(cargo_dir).unwrap();
+        std::fs::write(cargo_dir.with_file_name("hello.fingerprint"), "").unwrap();
         let deps = cargo_dir.join("kmod/deps");
         std::fs::create_dir_all(cargo_dir.join("kmod/.fingerprint")).unwrap();
         std::fs::create_dir_all(&deps).unwrap();
@@ -322,6 +336,9 @@ mod tests {
         let kmod = Utf8Path::from_path(dir.path()).unwrap();
         built(&kmod.join("6.1.0-1-amd64/cargo"), "old", 3600);
         built(&kmod.join("6.1.0-2-amd64/cargo"), "new", 60);
+        // Newer still, but no build of it finished.
+        built(&kmod.join("6.1.0-4-amd64/cargo"), "killed", 1);
+        std::fs::remove_file(kmod.join("6.1.0-4-amd64/hello.fingerprint")).unwrap();
         // Its release's directory not made yet, as for a first build.
         let target = kmod.join("6.1.0-3-amd64/cargo");
         let said = Said::default();
@@ -329,6 +346,7 @@ mod tests {
         let copied = target.join("kmod/deps/libnew.rlib");
         assert!(copied.is_file(), "{:?}", said.0.lock().unwrap());
         assert!(!target.join("kmod/deps/libold.rlib").exists());
+        assert!(!target.join("kmod/deps/libkilled.rlib").exists());
         let original = kmod.join("6.1.0-2-amd64/cargo/kmod/deps/libnew.rlib");
         assert_eq!(file_stamp(&copied), file_stamp(&original));
         assert!(!target.join("kmod/.cargo-lock").exists());
