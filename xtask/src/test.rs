@@ -3,7 +3,7 @@
 //! QEMU.
 
 use anyhow::{bail, ensure, Context, Result};
-use camino::Utf8PathBuf;
+use camino::{Utf8Path, Utf8PathBuf};
 use kmod_build::{check, Errno, KernelTree, ModuleInfo};
 use xshell::{cmd, Shell};
 
@@ -110,26 +110,12 @@ pub fn run(args: &Args) -> Result<()> {
     );
     for tree in &trees {
         let own = hello.ko_path(tree);
-        let result = if own.is_file() {
-            trust::run(&sh, tree, &own)
-        } else {
-            Err(anyhow::anyhow!(
-                "hello.ko was not built for {}",
-                tree.release
-            ))
-        };
+        let result = if_built(&own, tree, || trust::run(&sh, tree, &own));
         results.record(
             format!("boot::check_agrees_on_signatures::{}", tree.release),
             result,
         );
-        let result = if own.is_file() {
-            damaged::run(tree, &own)
-        } else {
-            Err(anyhow::anyhow!(
-                "hello.ko was not built for {}",
-                tree.release
-            ))
-        };
+        let result = if_built(&own, tree, || damaged::run(tree, &own));
         results.record(
             format!("boot::check_agrees_on_damaged_modules::{}", tree.release),
             result,
@@ -157,6 +143,12 @@ pub fn run(args: &Args) -> Result<()> {
         results.record("fuzz::all_targets".into(), crate::fuzz::run(&fuzz));
     }
     results.finish()
+}
+
+/// `run()` if hello's `own` module was built for `tree`, else that error.
+fn if_built(own: &Utf8Path, tree: &KernelTree, run: impl FnOnce() -> Result<()>) -> Result<()> {
+    ensure!(own.is_file(), "hello.ko was not built for {}", tree.release);
+    run()
 }
 
 /// Clippy, every warning an error, on hello and the examples (and so the
@@ -193,14 +185,7 @@ fn on_every_flavour<'a>(
     for tree in &everywhere {
         let own = hello.ko_path(tree);
         let others: Vec<Utf8PathBuf> = built.iter().filter(|ko| **ko != own).cloned().collect();
-        let result = if own.is_file() {
-            agreement::run(sh, tree, &own, &others)
-        } else {
-            Err(anyhow::anyhow!(
-                "hello.ko was not built for {}",
-                tree.release
-            ))
-        };
+        let result = if_built(&own, tree, || agreement::run(sh, tree, &own, &others));
         results.record(
             format!("boot::check_agrees_with_kernel::{}", tree.release),
             result,
