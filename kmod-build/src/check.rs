@@ -483,10 +483,12 @@ pub fn vermagic(release: &str, config: &Config) -> String {
     if config.is_y("CONFIG_SMP") {
         magic.push_str("SMP ");
     }
-    if config.is_y("CONFIG_PREEMPT_RT") {
-        magic.push_str("preempt_rt ");
-    } else if config.any_y(&["CONFIG_PREEMPT_BUILD", "CONFIG_PREEMPT"]) {
+    // vermagic.h's order: PREEMPT_BUILD first, which 6.12's RT kernels
+    // also set (so they say "preempt"); PREEMPT_RT only without it (6.1).
+    if config.any_y(&["CONFIG_PREEMPT_BUILD", "CONFIG_PREEMPT"]) {
         magic.push_str("preempt ");
+    } else if config.is_y("CONFIG_PREEMPT_RT") {
+        magic.push_str("preempt_rt ");
     }
     if config.is_y("CONFIG_MODULE_UNLOAD") {
         magic.push_str("mod_unload ");
@@ -665,5 +667,34 @@ impl fmt::Display for Report {
                 self.module, self.release
             ),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vermagic_follows_the_headers_order_of_preemption_models() {
+        let config = |text: &str| Config::parse(text).unwrap();
+        let base = "CONFIG_SMP=y\nCONFIG_MODULE_UNLOAD=y\nCONFIG_MODVERSIONS=y\n";
+        // 6.1's RT kernels: PREEMPT_RT alone.
+        let rt_6_1 = config(&format!("{base}CONFIG_PREEMPT_RT=y\n"));
+        assert_eq!(
+            vermagic("6.1.0-1-rt-amd64", &rt_6_1),
+            "6.1.0-1-rt-amd64 SMP preempt_rt mod_unload modversions "
+        );
+        // 6.12's set PREEMPT_BUILD too, which vermagic.h looks at first.
+        let rt_6_12 = config(&format!(
+            "{base}CONFIG_PREEMPT_BUILD=y\nCONFIG_PREEMPT_RT=y\n"
+        ));
+        assert_eq!(
+            vermagic("6.12.1-rt-amd64", &rt_6_12),
+            "6.12.1-rt-amd64 SMP preempt mod_unload modversions "
+        );
+        assert_eq!(
+            vermagic("6.1.0-1-amd64", &config(base)),
+            "6.1.0-1-amd64 SMP mod_unload modversions "
+        );
     }
 }
