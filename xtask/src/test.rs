@@ -55,6 +55,8 @@ enum Only {
     Run,
     /// rust-analyzer's check command in a new project (test/editor.rs).
     Editor,
+    /// Signed hello and the DKMS package (test/ship.rs).
+    Ship,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -82,6 +84,10 @@ pub fn run(args: &Args) -> Result<()> {
         }
         Some(Only::Editor) => {
             editor::run(&sh, &trees, &mut results);
+            return results.finish();
+        }
+        Some(Only::Ship) => {
+            ship::run(&sh, &trees, &hello, &mut results);
             return results.finish();
         }
         Some(Only::Flavours) | None => {}
@@ -177,14 +183,15 @@ fn on_every_flavour<'a>(
             boot_hello(sh, hello, tree),
         );
     }
-    let built: Vec<Utf8PathBuf> = everywhere
+    let built: Vec<(&KernelTree, Utf8PathBuf)> = everywhere
         .iter()
-        .map(|tree| hello.ko_path(tree))
-        .filter(|ko| ko.is_file())
+        .map(|tree| (*tree, hello.ko_path(tree)))
+        .filter(|(_, ko)| ko.is_file())
         .collect();
     for tree in &everywhere {
         let own = hello.ko_path(tree);
-        let others: Vec<Utf8PathBuf> = built.iter().filter(|ko| **ko != own).cloned().collect();
+        let others: Vec<(&KernelTree, Utf8PathBuf)> =
+            built.iter().filter(|(_, ko)| *ko != own).cloned().collect();
         let result = if_built(&own, tree, || agreement::run(sh, tree, &own, &others));
         results.record(
             format!("boot::check_agrees_with_kernel::{}", tree.release),
