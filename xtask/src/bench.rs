@@ -1,6 +1,9 @@
 //! `cargo xtask bench`: the Rust hello against its C twin (`examples/c-hello`
 //! built with plain `make M=`) on every installed tree, in the same run, as
-//! ratios of medians; then `check` timings. Writes `BENCHMARKS.md`.
+//! ratios of medians; then `check` timings; with `--dkms`, DKMS package
+//! sizes and builds (bench/dkms.rs). Writes `BENCHMARKS.md`.
+
+mod dkms;
 
 use std::fmt::Write as _;
 use std::time::{Duration, Instant};
@@ -24,6 +27,10 @@ pub struct Args {
     /// Only time `check` (needs hello built); prints without writing BENCHMARKS.md.
     #[arg(long)]
     check_only: bool,
+    /// Also package hello and the C hello for DKMS and time `dkms build`
+    /// for each kernel (root; one run each, minutes).
+    #[arg(long)]
+    dkms: bool,
 }
 
 /// One row: the C and Rust medians of a case on one tree.
@@ -126,7 +133,17 @@ pub fn run(args: &Args) -> Result<()> {
         None
     };
 
-    let report = render(args.runs, &rows, &checks, parallel);
+    let dkms = if args.dkms {
+        status::step("Measuring", "DKMS packages and builds");
+        Some(dkms::measure(&sh, &hello, &trees)?)
+    } else {
+        None
+    };
+
+    let mut report = render(args.runs, &rows, &checks, parallel);
+    if let Some(dkms) = &dkms {
+        dkms.render(&mut report);
+    }
     println!("{report}");
     let path = project_root().join("BENCHMARKS.md");
     std::fs::write(&path, &report).with_context(|| format!("writing {path}"))?;

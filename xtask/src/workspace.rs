@@ -1,8 +1,8 @@
 //! This repository's module crates (the examples and fixtures), built
 //! through the same library calls `cargo kmod build` makes.
 
-use anyhow::Result;
-use camino::Utf8PathBuf;
+use anyhow::{Context, Result};
+use camino::{Utf8Path, Utf8PathBuf};
 use kmod_build::driver::{self, select, Event, Human, Project, Reporter};
 use kmod_build::KernelTree;
 
@@ -108,4 +108,25 @@ impl ModuleCrate {
 /// `--kernel` values, or every installed tree.
 pub fn trees_or_every_installed(specs: &[String]) -> Result<Vec<KernelTree>> {
     Ok(select::named_or_every_installed(specs)?)
+}
+
+/// Every file under `dir`, symlinks not followed.
+pub fn files_under(dir: &Utf8Path) -> Result<Vec<Utf8PathBuf>> {
+    let mut files = Vec::new();
+    let mut todo = vec![dir.to_owned()];
+    while let Some(dir) = todo.pop() {
+        for entry in dir
+            .read_dir_utf8()
+            .with_context(|| format!("reading {dir}"))?
+        {
+            let entry = entry?;
+            let kind = entry.file_type()?;
+            if kind.is_dir() {
+                todo.push(entry.into_path());
+            } else if kind.is_file() {
+                files.push(entry.into_path());
+            }
+        }
+    }
+    Ok(files)
 }

@@ -14,9 +14,6 @@ pub struct Args {
     /// Default: the project's target/kmod/dkms.
     #[arg(long, value_name = "DIR")]
     out_dir: Option<Utf8PathBuf>,
-    /// The cargo-kmod the package's MAKE runs. Default: the one on PATH.
-    #[arg(long, value_name = "PATH")]
-    cargo_kmod: Option<Utf8PathBuf>,
 }
 
 impl Args {
@@ -27,7 +24,6 @@ impl Args {
             out_dir: self
                 .out_dir
                 .unwrap_or_else(|| project.kmod_dir().join("dkms")),
-            cargo_kmod: self.cargo_kmod,
         };
         let package = dkms::package(&project, module, &options, global.reporter())?;
         println!(

@@ -28,9 +28,28 @@ const CARGO_HOME: &str = "cargo-home";
 pub struct DkmsOptions {
     /// Where `<module>-<version>/` (what `dkms add` takes) is written.
     pub out_dir: Utf8PathBuf,
-    /// The `cargo-kmod` the package's `MAKE` runs; default: the one on `PATH`.
-    pub cargo_kmod: Option<Utf8PathBuf>,
 }
+
+/// The package's `MAKE`: a script, so that what it needs from the machine
+/// it builds on is looked for there and named when missing.
+pub const MAKE_SCRIPT: &str = "kmod-dkms-make";
+
+/// Where DKMS builds keep their caches unless `KMOD_BUILD_CACHE_HOME`
+/// says otherwise: shared by every kernel's build, so an update does not
+/// start from nothing.
+pub const SYSTEM_CACHE: &str = "/var/cache/kmod-build";
+
+/// The machines a package can be built on, as `uname -m` names them, and
+/// the Rust targets of their hosts and of their kernels: the vendored
+/// crates are those some of these need.
+const MACHINES: &[(&str, &str, &str)] = &[
+    ("x86_64", "x86_64-unknown-linux-gnu", "x86_64-unknown-none"),
+    (
+        "aarch64",
+        "aarch64-unknown-linux-gnu",
+        "aarch64-unknown-none-softfloat",
+    ),
+];
 
 /// Writes the package to `<out_dir>/<module>-<version>` (replacing an old
 /// one) and returns that directory.
@@ -40,17 +59,6 @@ pub fn package(
     options: &DkmsOptions,
     reporter: &dyn Reporter,
 ) -> Result<Utf8PathBuf> {
-    let cargo_kmod = match &options.cargo_kmod {
-        Some(path) => path.clone(),
-        None => which::which("cargo-kmod")
-            .ok()
-            .and_then(|p| Utf8PathBuf::try_from(p).ok())
-            .ok_or_else(|| Error::Prerequisite {
-                what: "cargo-kmod (the DKMS package's MAKE runs `cargo kmod build`)".into(),
-                help: "cargo install cargo-kmod (or --path cargo-kmod in a kmod-build checkout)"
-                    .into(),
-            })?,
-    };
     let packages = path_packages(project, module)?;
     let roots = workspace_roots(&packages, &project.root)?;
     let base = common_ancestor(packages.iter().chain(roots.keys()));
@@ -103,7 +111,7 @@ pub fn package(
 
     reporter.status(
         "Vendoring",
-        "the workspace's crates and build-std's (cargo vendor)",
+        "the crates the module's build and build-std need (cargo vendor)",
     );
     let library = toolchain_library(&project.root)?;
     let vendor = partial_dir.join("vendor");
@@ -114,6 +122,7 @@ pub fn package(
             .current_dir(&module_root)
             .env("RUSTC_BOOTSTRAP", "1")
             .arg("vendor")
+            .arg("--versioned-dirs")
             .arg("--manifest-path")
             .arg(module_root.join("Cargo.toml"))
             .arg("--sync")
@@ -123,16 +132,33 @@ pub fn package(
     // `cargo vendor` prints the source replacement to use; paths relative
     // to the package, so it builds wherever DKMS copies it.
     let sources = sources.replace(vendor.as_str(), "vendor");
+    let cargo_home = partial_dir.join(CARGO_HOME);
     write(
-        &partial_dir.join(CARGO_HOME).join("config.toml"),
+        &cargo_home.join("config.toml"),
         &format!(
             "# Written by kmod-build's DKMS packaging: builds from vendor/ only.\n\
              [net]\noffline = true\n\n{sources}\n"
         ),
     )?;
+    let needed = needed_crates(&module_root, &module.name, &library, &cargo_home)?;
+    let emptied = empty_unneeded(&vendor, &needed)?;
+    reporter.status(
+        "Vendored",
+        &format!(
+            "{} crates, {emptied} more only as manifests (other platforms)",
+            needed.len()
+        ),
+    );
+    write(
+        &partial_dir.join(MAKE_SCRIPT),
+        &make_script(module, &relative(&project.root)),
+    )?;
+    let script = partial_dir.join(MAKE_SCRIPT);
+    std::fs::set_permissions(&script, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .map_err(|e| Error::io(&script, e))?;
     write(
         &partial_dir.join("dkms.conf"),
-        &dkms_conf(module, &relative(&project.root), &cargo_kmod)?,
+        &dkms_conf(module, &relative(&project.root)),
     )?;
     if package.exists() {
         std::fs::remove_dir_all(&package).map_err(|e| Error::io(&package, e))?;
@@ -144,6 +170,120 @@ pub fn package(
     }
     reporter.status("Packaged", package.as_str());
     Ok(package)
+}
+
+/// The vendored crates (`name-version`, as `cargo vendor --versioned-dirs`
+/// names their directories) some machine of [`MACHINES`] builds: the
+/// module's normal and build dependencies for the host, and what
+/// build-std's core, alloc and compiler_builtins need for the kernel.
+fn needed_crates(
+    module_root: &Utf8Path,
+    module: &str,
+    library: &Utf8Path,
+    cargo_home: &Utf8Path,
+) -> Result<BTreeSet<String>> {
+    let metadata = |manifest: &Utf8Path, targets: Vec<&str>| {
+        let mut options = vec!["--offline".to_owned()];
+        for target in targets {
+            options.extend(["--filter-platform".to_owned(), target.to_owned()]);
+        }
+        cargo_metadata::MetadataCommand::new()
+            .manifest_path(manifest)
+            .env("CARGO_HOME", cargo_home)
+            .env("RUSTC_BOOTSTRAP", "1")
+            .other_options(options)
+            .exec()
+            .map_err(|error| Error::Project {
+                why: format!("cargo metadata of {manifest}: {error}"),
+            })
+    };
+    let hosts = MACHINES.iter().map(|(_, host, _)| *host).collect();
+    let kernels = MACHINES.iter().map(|(_, _, kernel)| *kernel).collect();
+    let mut needed = BTreeSet::new();
+    let workspace = metadata(&module_root.join("Cargo.toml"), hosts)?;
+    reachable(&workspace, &[module], &mut needed)?;
+    let std = metadata(library, kernels)?;
+    reachable(&std, &["core", "alloc", "compiler_builtins"], &mut needed)?;
+    Ok(needed)
+}
+
+/// Adds to `needed` the registry packages `roots` reach by normal and
+/// build dependencies (not dev: those of path packages are in the graph).
+fn reachable(
+    metadata: &cargo_metadata::Metadata,
+    roots: &[&str],
+    needed: &mut BTreeSet<String>,
+) -> Result<()> {
+    let by_id: HashMap<_, _> = metadata.packages.iter().map(|p| (&p.id, p)).collect();
+    let resolve = metadata.resolve.as_ref().ok_or_else(|| Error::Project {
+        why: "cargo metadata gave no dependency graph".into(),
+    })?;
+    let nodes: HashMap<_, _> = resolve.nodes.iter().map(|n| (&n.id, n)).collect();
+    let mut todo: Vec<_> = metadata
+        .packages
+        .iter()
+        .filter(|p| roots.contains(&p.name.as_str()))
+        .map(|p| &p.id)
+        .collect();
+    let mut seen = BTreeSet::new();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        if let Some(package) = by_id.get(id) {
+            if package.source.is_some() {
+                needed.insert(format!("{}-{}", package.name, package.version));
+            }
+        }
+        let Some(node) = nodes.get(id) else { continue };
+        for dep in &node.deps {
+            if dep
+                .dep_kinds
+                .iter()
+                .any(|kind| kind.kind != cargo_metadata::DependencyKind::Development)
+            {
+                todo.push(&dep.pkg);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Empties every vendored crate not in `needed` down to its manifest and a
+/// checksum file listing no files, so that cargo still resolves the lock
+/// file (which names the crates of every platform) but nothing of them is
+/// shipped. Returns how many were emptied.
+fn empty_unneeded(vendor: &Utf8Path, needed: &BTreeSet<String>) -> Result<usize> {
+    let mut emptied = 0;
+    for entry in vendor.read_dir_utf8().map_err(|e| Error::io(vendor, e))? {
+        let dir = entry.map_err(|e| Error::io(vendor, e))?.into_path();
+        let Some(name) = dir.file_name() else {
+            continue;
+        };
+        if needed.contains(name) || !dir.is_dir() {
+            continue;
+        }
+        let checksum_file = dir.join(".cargo-checksum.json");
+        let checksum = crate::error::read_to_string(&checksum_file)?;
+        let package = serde_json::from_str::<serde_json::Value>(&checksum)
+            .ok()
+            .and_then(|json| json.get("package").cloned())
+            .ok_or_else(|| Error::Parse {
+                path: checksum_file.clone(),
+                line: 0,
+                why: "no package checksum".into(),
+            })?;
+        let manifest = crate::error::read_to_string(&dir.join("Cargo.toml"))?;
+        std::fs::remove_dir_all(&dir).map_err(|e| Error::io(&dir, e))?;
+        write(&dir.join("Cargo.toml"), &manifest)?;
+        write(&dir.join("src/lib.rs"), "")?;
+        write(
+            &checksum_file,
+            &serde_json::json!({ "files": {}, "package": package }).to_string(),
+        )?;
+        emptied += 1;
+    }
+    Ok(emptied)
 }
 
 /// The directories of the module and of every package it depends on by
@@ -289,48 +429,72 @@ fn toolchain_library(workspace: &Utf8Path) -> Result<Utf8PathBuf> {
     Ok(library)
 }
 
-/// DKMS runs `MAKE` as root from kernel postinst hooks, with a minimal
-/// PATH and maybe another HOME: cargo-kmod, cargo and rustup are named by
-/// the absolute paths they have here, and Cargo's home is the package's
-/// own, so nothing outside it is fetched or used.
-fn dkms_conf(
-    module: &ModuleCrate,
-    module_root: &Utf8Path,
-    cargo_kmod: &Utf8Path,
-) -> Result<String> {
-    let cargo = which::which("cargo")
-        .ok()
-        .and_then(|p| Utf8PathBuf::try_from(p).ok())
-        .ok_or_else(|| Error::Prerequisite {
-            what: "cargo".into(),
-            help: "install Rust with rustup".into(),
-        })?;
-    let rustup_home = super::run_output(Command::new("rustup").args(["show", "home"]))?;
-    let bin_dirs: Vec<&str> = [cargo_kmod, &cargo]
-        .iter()
-        .filter_map(|path| path.parent().map(Utf8Path::as_str))
-        .collect();
+/// `dkms.conf`: built by [`MAKE_SCRIPT`] for the kernel DKMS names, on
+/// the machines whose kernels cargo kmod builds for.
+fn dkms_conf(module: &ModuleCrate, module_root: &Utf8Path) -> String {
     let name = &module.name;
-    let root = if module_root.as_str().is_empty() {
-        ".".to_owned()
-    } else {
-        module_root.to_string()
-    };
-    Ok(format!(
+    let root = package_relative(module_root);
+    let machines: Vec<&str> = MACHINES.iter().map(|(machine, _, _)| *machine).collect();
+    format!(
         r#"# Written by kmod-build for the module crate {name}.
 PACKAGE_NAME="{name}"
 PACKAGE_VERSION="{version}"
 BUILT_MODULE_NAME[0]="{name}"
 BUILT_MODULE_LOCATION[0]="{root}/target/kmod/${{kernelver}}/"
 DEST_MODULE_LOCATION[0]="/updates/dkms"
-MAKE[0]="cd {root} && env -u CARGO_TARGET_DIR -u RUSTFLAGS RUSTUP_HOME={rustup_home} CARGO_HOME=${{dkms_tree}}/${{module}}/${{module_version}}/build/{CARGO_HOME} PATH={path}:/usr/sbin:/usr/bin:/sbin:/bin cargo kmod build -p {name} --kernel ${{kernel_source_dir}} --no-install"
+BUILD_EXCLUSIVE_ARCH="^({machines})$"
+MAKE[0]="./{MAKE_SCRIPT} ${{kernel_source_dir}}"
 CLEAN="rm -rf {root}/target"
 AUTOINSTALL="yes"
 "#,
         version = module.version,
-        rustup_home = rustup_home.trim(),
-        path = bin_dirs.join(":"),
-    ))
+        machines = machines.join("|"),
+    )
+}
+
+/// DKMS runs `MAKE` as root from kernel postinst hooks, with a minimal
+/// PATH and maybe no HOME: the script looks for cargo kmod and the Rust
+/// toolchain where rustup and `cargo install` put them, names what it does
+/// not find in make.log, and builds offline from vendor/ with the caches
+/// in [`SYSTEM_CACHE`].
+fn make_script(module: &ModuleCrate, module_root: &Utf8Path) -> String {
+    let name = &module.name;
+    let root = package_relative(module_root);
+    format!(
+        r#"#!/bin/sh
+# Written by kmod-build: DKMS's MAKE for the module crate {name}.
+# Usage: {MAKE_SCRIPT} KERNEL_SOURCE_DIR
+set -eu
+[ $# -eq 1 ] || {{ echo "usage: $0 KERNEL_SOURCE_DIR" >&2; exit 2; }}
+here=$(cd "$(dirname "$0")" && pwd)
+PATH="$PATH:${{HOME:-/root}}/.cargo/bin:/usr/local/cargo/bin"
+for tool in cargo-kmod cargo rustc; do
+    if ! command -v "$tool" >/dev/null 2>&1; then
+        echo "error: $tool not found (looked in $PATH)" >&2
+        case $tool in
+        cargo-kmod) echo "help: install it for root: cargo install cargo-kmod" >&2 ;;
+        *) echo "help: install Rust for root: https://rustup.rs" >&2 ;;
+        esac
+        exit 1
+    fi
+done
+export PATH
+export CARGO_HOME="$here/{CARGO_HOME}"
+export KMOD_BUILD_CACHE_HOME="${{KMOD_BUILD_CACHE_HOME:-{SYSTEM_CACHE}}}"
+unset CARGO_TARGET_DIR RUSTFLAGS CARGO_BUILD_RUSTFLAGS
+cd "$here/{root}"
+exec cargo kmod build -p {name} --kernel "$1" --no-install
+"#
+    )
+}
+
+/// `dir` (relative to the package) as dkms.conf and the script say it.
+fn package_relative(dir: &Utf8Path) -> String {
+    if dir.as_str().is_empty() {
+        ".".to_owned()
+    } else {
+        dir.to_string()
+    }
 }
 
 fn write(path: &Utf8Path, text: &str) -> Result<()> {
@@ -377,5 +541,34 @@ mod tests {
         );
         assert!(document["workspace"].get("default-members").is_none());
         assert!(text.contains("edition = \"2021\" # kept"), "{text}");
+    }
+
+    #[test]
+    fn unneeded_crates_keep_only_their_manifest_and_package_checksum() {
+        let dir = tempfile::tempdir().unwrap();
+        let vendor = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
+        for name in ["kept-1.0.0", "windows-sys-0.59.0"] {
+            write(&vendor.join(name).join("Cargo.toml"), &format!("# {name}\n")).unwrap();
+            write(&vendor.join(name).join("src/big.rs"), "// lots").unwrap();
+            write(
+                &vendor.join(name).join(".cargo-checksum.json"),
+                r#"{"files":{"src/big.rs":"00"},"package":"abc"}"#,
+            )
+            .unwrap();
+        }
+        let needed = BTreeSet::from(["kept-1.0.0".to_owned()]);
+        assert_eq!(empty_unneeded(&vendor, &needed).unwrap(), 1);
+        assert!(vendor.join("kept-1.0.0/src/big.rs").is_file());
+        let emptied = vendor.join("windows-sys-0.59.0");
+        assert!(!emptied.join("src/big.rs").exists());
+        assert_eq!(
+            std::fs::read_to_string(emptied.join("Cargo.toml")).unwrap(),
+            "# windows-sys-0.59.0\n"
+        );
+        let checksum: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(emptied.join(".cargo-checksum.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(checksum, serde_json::json!({"files": {}, "package": "abc"}));
     }
 }

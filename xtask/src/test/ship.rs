@@ -230,7 +230,7 @@ struct DkmsPackage {
 impl DkmsPackage {
     fn add(sh: &Shell, hello: &ModuleCrate) -> Result<DkmsPackage> {
         let out_dir = tempfile::tempdir()?;
-        // The package's MAKE runs `cargo kmod build`: this checkout's.
+        // The package's MAKE runs the `cargo kmod` on PATH: this checkout's.
         let root = project_root();
         cmd!(
             sh,
@@ -239,9 +239,10 @@ impl DkmsPackage {
         .run()?;
         let options = DkmsOptions {
             out_dir: Utf8PathBuf::try_from(out_dir.path().to_owned())?,
-            cargo_kmod: Some(root.join("target/debug/cargo-kmod")),
         };
         let package = dkms::package(&hello.project, &hello.module, &options, &Human)?;
+        holds_no_path_of_this_machine(sh, &package)?;
+        names_what_is_missing(sh, &package)?;
         let added = DkmsPackage {
             name: hello.module.name.clone(),
             version: hello.module.version.clone(),
@@ -272,7 +273,13 @@ impl DkmsPackage {
     fn install_and_boot(&self, sh: &Shell, tree: &KernelTree) -> Result<()> {
         let (id, release) = (self.id(), &tree.release);
         let started = std::time::Instant::now();
+        let path = format!(
+            "{}:{}",
+            project_root().join("target/debug"),
+            std::env::var("PATH").unwrap_or_default()
+        );
         let installed = cmd!(sh, "dkms install {id} -k {release}")
+            .env("PATH", path)
             .ignore_status()
             .output()?;
         if !installed.status.success() {
@@ -351,4 +358,52 @@ impl DkmsPackage {
         }
         Ok(())
     }
+}
+
+/// The package builds on any machine: no file in it names this checkout,
+/// this machine's rustup or cargo homes, or its kmod-build cache.
+fn holds_no_path_of_this_machine(sh: &Shell, package: &Utf8Path) -> Result<()> {
+    let rustup_home = cmd!(sh, "rustup show home").quiet().read()?;
+    let cargo_home = std::env::var("CARGO_HOME")
+        .unwrap_or_else(|_| format!("{}/.cargo", std::env::var("HOME").unwrap_or_default()));
+    let here = [
+        project_root().to_string(),
+        rustup_home,
+        cargo_home,
+        kmod_build::cache_home().to_string(),
+    ];
+    for entry in crate::workspace::files_under(package)? {
+        let bytes = std::fs::read(&entry).with_context(|| format!("reading {entry}"))?;
+        for path in &here {
+            ensure!(
+                !bytes
+                    .windows(path.len())
+                    .any(|window| window == path.as_bytes()),
+                "{entry} names {path}, a path of the packaging machine"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The package's MAKE on a PATH without cargo kmod (and no HOME) fails,
+/// naming the tool and how to install it.
+fn names_what_is_missing(sh: &Shell, package: &Utf8Path) -> Result<()> {
+    let script = package.join(dkms::MAKE_SCRIPT);
+    let output = cmd!(
+        sh,
+        "env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin {script} /nonexistent"
+    )
+    .quiet()
+    .ignore_status()
+    .output()?;
+    let said = String::from_utf8_lossy(&output.stderr);
+    ensure!(
+        output.status.code() == Some(1)
+            && said.contains("cargo-kmod not found")
+            && said.contains("cargo install cargo-kmod"),
+        "{script} with a bare PATH: {:?}, said:\n{said}",
+        output.status
+    );
+    Ok(())
 }
