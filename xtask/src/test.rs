@@ -16,6 +16,7 @@ mod agreement;
 mod damaged;
 mod editor;
 mod examples;
+mod ktest;
 mod new_project;
 mod robust;
 mod run;
@@ -55,6 +56,8 @@ enum Only {
     Run,
     /// rust-analyzer's check command in a new project (test/editor.rs).
     Editor,
+    /// `cargo kmod test` in a new project (test/ktest.rs).
+    Ktest,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -82,6 +85,10 @@ pub fn run(args: &Args) -> Result<()> {
         }
         Some(Only::Editor) => {
             editor::run(&sh, &trees, &mut results);
+            return results.finish();
+        }
+        Some(Only::Ktest) => {
+            ktest::run(&sh, &trees, &mut results);
             return results.finish();
         }
         Some(Only::Flavours) | None => {}
@@ -132,6 +139,7 @@ pub fn run(args: &Args) -> Result<()> {
     new_project::run(&sh, &trees, &mut results);
     run::run(&sh, &trees, &mut results);
     editor::run(&sh, &trees, &mut results);
+    ktest::run(&sh, &trees, &mut results);
     robust::run(&sh, &trees, &mut results);
     results.record("package::publishable_crates".into(), publishable(&sh));
     if args.fuzz_seconds > 0 {
