@@ -8,6 +8,8 @@
 //!   that never sleeps where it must not, with [`alloc::try_box`],
 //!   [`alloc::try_pin_init`] and `try_reserve` for fallible allocation and
 //!   [`alloc::Flags`] to ask for atomic allocation;
+//! - `#[kmod_runtime::tests]` marks in-kernel tests, which `cargo kmod
+//!   test` runs;
 //! - [`Error`] and [`Result`] carry errnos; a panic logs where it happened
 //!   and `BUG()`s the calling task instead of taking the kernel down;
 //! - [`sync`] (spinlock, mutex), [`wait`] (wait queues, `poll`),
@@ -42,6 +44,26 @@ pub mod wait;
 mod module;
 
 pub use error::{Error, Result};
+/// Marks the crate's in-kernel tests (one inline module per crate), run
+/// by `cargo kmod test`; see the `test` module (in a test build) and the
+/// README.
+///
+/// ```ignore
+/// #[kmod_runtime::tests]
+/// mod tests {
+///     #[test]
+///     fn adds() {
+///         assert_eq!(1 + 1, 2);
+///     }
+///
+///     #[test]
+///     fn allocates() -> kmod_runtime::Result {
+///         let mut v = alloc::vec::Vec::new();
+///         v.try_reserve(1)?;
+///         Ok(())
+///     }
+/// }
+/// ```
 pub use kmod_runtime_macros::tests;
 pub use module::Module;
 /// In-place initialisation (`#[pin_data]`, `pin_init!`): module crates
