@@ -317,7 +317,7 @@ fn suite_needs() -> Vec<Need> {
 /// The crates users depend on package as they are (SPDX licenses,
 /// versions on path dependencies, nothing outside the package needed).
 fn publishable(sh: &Shell) -> Result<()> {
-    cmd!(sh, "cargo package --quiet --no-verify --allow-dirty -p kmod-build -p kmod-runtime -p cargo-kmod")
+    cmd!(sh, "cargo package --quiet --no-verify --allow-dirty -p kmod-build -p kmod-runtime -p kmod-runtime-macros -p cargo-kmod")
         .run()
         .context("cargo package")?;
     Ok(())
