@@ -154,7 +154,7 @@ fn test_in(artifact: &Artifact, options: &TestOptions, reporter: &dyn Reporter) 
         Err(Error::Guest { image, why, tail }) => {
             let why = match &results.running {
                 Some(test) => format!(
-                    "the {} kernel died (oops or panic) in test {} (its log is above): {why}",
+                    "the {} kernel died or hung (oops, panic, timeout) in test {} (its log is above): {why}",
                     tree.release, test.name
                 ),
                 None => why,
