@@ -2,6 +2,8 @@
 //! `cargo xtask build-module` names in `KMOD_BUILD_KERNEL`: every module's
 //! target directory is per release, so the bindings of two kernels never mix.
 fn main() {
+    // `cargo kmod test` builds with `--cfg kmod_test`.
+    println!("cargo::rustc-check-cfg=cfg(kmod_test)");
     kmod_build::Build::new("kmod_runtime")
         .header("linux/module.h")
         .header("linux/moduleparam.h")
@@ -22,6 +24,8 @@ fn main() {
         .header("linux/wait.h")
         .header("linux/poll.h")
         .header("linux/sched/signal.h")
+        .header("linux/kthread.h")
+        .header("linux/completion.h")
         .allow_function("_printk")
         .allow_function("kernel_param_lock|kernel_param_unlock")
         // 6.10 renamed the allocator's entry points behind `alloc_hooks`.
@@ -30,7 +34,9 @@ fn main() {
         .allow_function("mutex_unlock|mod_timer|timer_shutdown_sync")
         .allow_function("proc_create_single_data|remove_proc_entry|seq_write")
         .allow_function("__init_waitqueue_head|init_wait_entry|finish_wait|schedule")
-        .allow_type("file_operations|miscdevice|kernel_param|lock_class_key")
+        // In-kernel tests' threads (`test.rs`).
+        .allow_function("wait_for_completion|kthread_complete_and_exit")
+        .allow_type("file_operations|completion|miscdevice|kernel_param|lock_class_key")
         .allow_var("__this_module|param_ops_(int|bool|charp)|jiffies")
         .allow_var("KERN_(EMERG|ALERT|CRIT|ERR|WARNING|NOTICE|INFO|DEBUG)")
         .allow_var("LINUX_VERSION_CODE|MISC_DYNAMIC_MINOR|O_NONBLOCK")
@@ -107,6 +113,15 @@ fn main() {
             "poll_wait(file, queue, table);",
         )
         .helper("void __noreturn kmod_bug(void)", "BUG();")
+        .helper(
+            "void kmod_init_completion(struct completion *done)",
+            "init_completion(done);",
+        )
+        .helper(
+            "void *kmod_kthread_run(int (*run)(void *), void *data, const char *name)",
+            "return kthread_run(run, data, \"%s\", name);",
+        )
+        .helper("void *kmod_current(void)", "return current;")
         // Every atomic context safe code can enter (irqsave spinlocks,
         // softirq, hardirq) shows here, PREEMPT_COUNT or not.
         .helper(

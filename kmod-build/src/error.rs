@@ -145,6 +145,14 @@ pub enum Error {
         status: i32,
     },
 
+    /// `cargo kmod test` of a module crate that has no tests.
+    #[error("no tests in {module}: mark a module of it with #[kmod_runtime::tests]")]
+    NoTests { module: String },
+
+    /// In-kernel tests failed (each is reported as it ran).
+    #[error("{module}: {what}")]
+    TestsFailed { module: String, what: String },
+
     /// A bug in kmod-build itself.
     #[error("internal error: {what}")]
     Internal { what: String },
@@ -161,7 +169,8 @@ impl Error {
     /// Exit code for command-line front ends: 3 when the machine lacks
     /// something (a tree, a tool), 4 when a module would be refused by the
     /// kernel, 2 for a file argument that is unusable, 130 when interrupted,
-    /// a guest command's own exit status, 1 otherwise.
+    /// a guest command's own exit status, 101 for failed
+    /// in-kernel tests, 1 otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
             Error::NoKernelTree { .. }
@@ -175,6 +184,9 @@ impl Error {
             // As the guest command's shell would exit.
             Error::GuestCommand { status, .. } => (*status).clamp(1, 255),
             Error::Spawn { .. } => 3,
+            // As libtest exits when tests fail.
+            Error::TestsFailed { .. } => 101,
+            Error::NoTests { .. } => 2,
             // As a shell reports a command SIGINT stopped.
             Error::Interrupted => 130,
             Error::Failed { first, .. } => first.exit_code(),

@@ -227,6 +227,24 @@ fn crate_objects(staticlib: &Utf8Path) -> Result<Vec<Vec<u8>>> {
     Ok(objects)
 }
 
+/// Whether the crate's own objects in `staticlib` define `symbol`.
+pub(crate) fn defines(staticlib: &Utf8Path, symbol: &str) -> Result<bool> {
+    use object::{Object, ObjectSymbol};
+    for data in crate_objects(staticlib)? {
+        let file = object::File::parse(&*data).map_err(|e| Error::BadBuildOutput {
+            path: staticlib.to_owned(),
+            why: format!("unreadable object: {e}"),
+        })?;
+        if file
+            .symbols()
+            .any(|s| s.is_definition() && s.name() == Ok(symbol))
+        {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
 /// What the Rust objects refer to but do not define, sorted: kernel
 /// symbols and the shims' helpers.
 fn undefined_symbols(staticlib: &Utf8Path, objects: &[Vec<u8>]) -> Result<Vec<String>> {

@@ -2,6 +2,8 @@
 //! against the kernel-devel tree of each kernel it is for.
 #![no_std]
 
+extern crate alloc;
+
 use kmod_runtime::{pr_info, Result};
 
 kmod_runtime::module! {
@@ -25,5 +27,22 @@ impl Drop for {camel} {
     // The exit function: the state is dropped when the module unloads.
     fn drop(&mut self) {
         pr_info!("unloaded");
+    }
+}
+
+/// In-kernel tests: `cargo kmod test` builds a test build of the module and
+/// runs them inside each kernel (under QEMU), each in a kernel thread of its
+/// own; outside a test build this module is not compiled.
+#[kmod_runtime::tests]
+mod tests {
+    use kmod_runtime::Result;
+
+    #[test]
+    fn allocates() -> Result {
+        let mut numbers = alloc::vec::Vec::new();
+        numbers.try_reserve(3)?;
+        numbers.extend([1, 2, 3]);
+        assert_eq!(numbers.iter().sum::<i32>(), 6);
+        Ok(())
     }
 }

@@ -8,6 +8,8 @@
 //!   that never sleeps where it must not, with [`alloc::try_box`],
 //!   [`alloc::try_pin_init`] and `try_reserve` for fallible allocation and
 //!   [`alloc::Flags`] to ask for atomic allocation;
+//! - `#[kmod_runtime::tests]` marks in-kernel tests, which `cargo kmod
+//!   test` runs;
 //! - [`Error`] and [`Result`] carry errnos; a panic logs where it happened
 //!   and `BUG()`s the calling task instead of taking the kernel down;
 //! - [`sync`] (spinlock, mutex), [`wait`] (wait queues, `poll`),
@@ -33,6 +35,8 @@ pub mod param;
 pub mod print;
 pub mod procfs;
 pub mod sync;
+#[cfg(kmod_test)]
+pub mod test;
 pub mod timer;
 pub mod types;
 pub mod wait;
@@ -40,6 +44,27 @@ pub mod wait;
 mod module;
 
 pub use error::{Error, Result};
+/// Marks the crate's in-kernel tests (one inline module per crate), run
+/// by `cargo kmod test`; see the `test` module (in a test build) and the
+/// README.
+///
+/// ```ignore
+/// #[kmod_runtime::tests]
+/// mod tests {
+///     #[test]
+///     fn adds() {
+///         assert_eq!(1 + 1, 2);
+///     }
+///
+///     #[test]
+///     fn allocates() -> kmod_runtime::Result {
+///         let mut v = alloc::vec::Vec::new();
+///         v.try_reserve(1)?;
+///         Ok(())
+///     }
+/// }
+/// ```
+pub use kmod_runtime_macros::tests;
 pub use module::Module;
 /// In-place initialisation (`#[pin_data]`, `pin_init!`): module crates
 /// that use its macros depend on `pinned-init` themselves.
@@ -66,6 +91,34 @@ pub const KERNEL_RELEASE: &str = env!("KMOD_KERNEL_RELEASE");
 /// module being built.
 pub const fn this_module() -> *mut bindings::module {
     &raw mut bindings::__this_module
+}
+
+/// Its input in a test build (`--cfg kmod_test`), nothing otherwise.
+#[cfg(kmod_test)]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kmod_if_test {
+    ($($item:tt)*) => { $($item)* };
+}
+#[cfg(not(kmod_test))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kmod_if_test {
+    ($($item:tt)*) => {};
+}
+
+/// Its input outside a test build, nothing in one.
+#[cfg(not(kmod_test))]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kmod_if_not_test {
+    ($($item:tt)*) => { $($item)* };
+}
+#[cfg(kmod_test)]
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kmod_if_not_test {
+    ($($item:tt)*) => {};
 }
 
 /// Re-exports for the code [`module!`] expands to.
@@ -103,6 +156,9 @@ pub mod macro_support {
 
 #[panic_handler]
 fn panic(info: &core::panic::PanicInfo) -> ! {
+    // A failing test ends its own thread there (and does not return).
+    #[cfg(kmod_test)]
+    test::panicked(info);
     // One line: printk would not prefix a continuation line.
     match info.location() {
         Some(location) => pr_emerg!("panicked at {location}: {}", info.message()),

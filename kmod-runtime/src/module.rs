@@ -84,27 +84,53 @@ macro_rules! module {
             ];
         )?
 
-        static mut __KMOD_STATE: $crate::macro_support::MaybeUninit<$type> =
-            $crate::macro_support::MaybeUninit::uninit();
+        $crate::__kmod_if_not_test! {
+            static mut __KMOD_STATE: $crate::macro_support::MaybeUninit<$type> =
+                $crate::macro_support::MaybeUninit::uninit();
 
-        #[unsafe(no_mangle)]
-        pub extern "C" fn init_module() -> $crate::macro_support::c_int {
-            match <$type as $crate::Module>::init() {
-                Ok(state) => {
-                    // SAFETY: the kernel runs init once, before anything
-                    // else of the module and never concurrently with exit.
-                    unsafe { (*(&raw mut __KMOD_STATE)).write(state) };
-                    0
+            #[unsafe(no_mangle)]
+            pub extern "C" fn init_module() -> $crate::macro_support::c_int {
+                match <$type as $crate::Module>::init() {
+                    Ok(state) => {
+                        // SAFETY: the kernel runs init once, before anything
+                        // else of the module and never concurrently with exit.
+                        unsafe { (*(&raw mut __KMOD_STATE)).write(state) };
+                        0
+                    }
+                    Err(error) => error.to_errno(),
                 }
-                Err(error) => error.to_errno(),
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn cleanup_module() {
+                // SAFETY: the kernel runs exit only after init succeeded, once.
+                unsafe { (*(&raw mut __KMOD_STATE)).assume_init_drop() };
+                $crate::alloc::report_leaks();
             }
         }
 
-        #[unsafe(no_mangle)]
-        pub extern "C" fn cleanup_module() {
-            // SAFETY: the kernel runs exit only after init succeeded, once.
-            unsafe { (*(&raw mut __KMOD_STATE)).assume_init_drop() };
-            $crate::alloc::report_leaks();
+        // A test build: init runs the crate's tests (`#[kmod_runtime::tests]`)
+        // instead, those whose name contains `kmod_test_filter`.
+        $crate::__kmod_if_test! {
+            const _: fn() -> $crate::Result<$type> = <$type as $crate::Module>::init;
+
+            static __KMOD_TEST_FILTER: $crate::param::Param<$crate::param::charp> =
+                $crate::param::Param::<$crate::param::charp>::new(c"");
+
+            #[unsafe(no_mangle)]
+            #[unsafe(link_section = "__param")]
+            pub static __kmod_test_params: [$crate::param::KernelParam; 1] =
+                [$crate::param::KernelParam::new("kmod_test_filter\0", &__KMOD_TEST_FILTER)];
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn init_module() -> $crate::macro_support::c_int {
+                $crate::test::run(__KMOD_TEST_FILTER.get())
+            }
+
+            #[unsafe(no_mangle)]
+            pub extern "C" fn cleanup_module() {
+                $crate::alloc::report_leaks();
+            }
         }
 
         // The kernel calls init/exit through pointers in `struct module`,

@@ -35,6 +35,14 @@ impl<T> Opaque<T> {
         }
     }
 
+    /// Uninitialised: for a C object C initialises before any use.
+    pub const fn uninit() -> Self {
+        Opaque {
+            value: UnsafeCell::new(MaybeUninit::uninit()),
+            _pin: PhantomPinned,
+        }
+    }
+
     /// The C object, for C functions.
     pub const fn get(&self) -> *mut T {
         UnsafeCell::raw_get(&self.value).cast()

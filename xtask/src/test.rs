@@ -16,6 +16,7 @@ mod agreement;
 mod damaged;
 mod editor;
 mod examples;
+mod ktest;
 mod new_project;
 mod robust;
 mod run;
@@ -57,6 +58,8 @@ enum Only {
     Editor,
     /// Signed hello and the DKMS package (test/ship.rs).
     Ship,
+    /// `cargo kmod test` in a new project (test/ktest.rs).
+    Ktest,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -88,6 +91,10 @@ pub fn run(args: &Args) -> Result<()> {
         }
         Some(Only::Ship) => {
             ship::run(&sh, &trees, &hello, &mut results);
+            return results.finish();
+        }
+        Some(Only::Ktest) => {
+            ktest::run(&sh, &trees, &mut results);
             return results.finish();
         }
         Some(Only::Flavours) | None => {}
@@ -138,6 +145,7 @@ pub fn run(args: &Args) -> Result<()> {
     new_project::run(&sh, &trees, &mut results);
     run::run(&sh, &trees, &mut results);
     editor::run(&sh, &trees, &mut results);
+    ktest::run(&sh, &trees, &mut results);
     robust::run(&sh, &trees, &mut results);
     results.record("package::publishable_crates".into(), publishable(&sh));
     if args.fuzz_seconds > 0 {
@@ -316,7 +324,7 @@ fn suite_needs() -> Vec<Need> {
 /// The crates users depend on package as they are (SPDX licenses,
 /// versions on path dependencies, nothing outside the package needed).
 fn publishable(sh: &Shell) -> Result<()> {
-    cmd!(sh, "cargo package --quiet --no-verify --allow-dirty -p kmod-build -p kmod-runtime -p cargo-kmod")
+    cmd!(sh, "cargo package --quiet --no-verify --allow-dirty -p kmod-build -p kmod-runtime -p kmod-runtime-macros -p cargo-kmod")
         .run()
         .context("cargo package")?;
     Ok(())

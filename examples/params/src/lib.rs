@@ -41,16 +41,40 @@ impl kmod_runtime::Module for Params {
             return Err(EINVAL);
         }
 
-        let mut greeting = String::new();
-        greeting.try_reserve("hello, ".len() + whom.len())?;
-        write!(greeting, "hello, {whom}").map_err(|_| ENOMEM)?;
-        if shout {
-            greeting.make_ascii_uppercase();
-        }
+        let greeting = greeting(whom, shout)?;
         for number in 1..=greetings {
             pr_info!("{number}/{greetings}: {greeting}");
         }
         Ok(Params)
+    }
+}
+
+/// `hello, <whom>`, in capitals if `shout`.
+fn greeting(whom: &str, shout: bool) -> Result<String> {
+    let mut greeting = String::new();
+    greeting.try_reserve("hello, ".len() + whom.len())?;
+    write!(greeting, "hello, {whom}").map_err(|_| ENOMEM)?;
+    if shout {
+        greeting.make_ascii_uppercase();
+    }
+    Ok(greeting)
+}
+
+/// `cargo kmod test -p params`: run inside the kernel, on its allocator.
+#[kmod_runtime::tests]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn greets() -> Result {
+        assert_eq!(greeting("kernel", false)?, "hello, kernel");
+        Ok(())
+    }
+
+    #[test]
+    fn shouts() -> Result {
+        assert_eq!(greeting("kernel", true)?, "HELLO, KERNEL");
+        Ok(())
     }
 }
 

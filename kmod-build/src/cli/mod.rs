@@ -14,6 +14,7 @@ mod kernels;
 mod new;
 mod run;
 mod sign;
+mod test;
 
 use std::process::ExitCode;
 
@@ -139,10 +140,21 @@ impl Command {
     }
 }
 
+/// What `cargo kmod` (and a project's xtask) runs: the commands, and
+/// `test`, which this repository's own xtask has a suite under.
+#[derive(Subcommand)]
+enum TopCommand {
+    #[command(flatten)]
+    Common(Command),
+    /// Build a test build of a module and run its #[kmod_runtime::tests] inside
+    /// each kernel under QEMU; libtest-style results, exit code 101 if any failed.
+    Test(test::Args),
+}
+
 #[derive(Parser)]
 struct Cli {
     #[command(subcommand)]
-    command: Command,
+    command: TopCommand,
     #[command(flatten)]
     global: Global,
 }
@@ -156,7 +168,11 @@ fn main_as(name: &'static str, args: Vec<std::ffi::OsString>) -> ExitCode {
     if let Err(error) = crate::process::supervise() {
         return cli.global.fail(&error.to_string(), error.exit_code());
     }
-    match cli.command.run(&cli.global) {
+    let ran = match cli.command {
+        TopCommand::Common(command) => command.run(&cli.global),
+        TopCommand::Test(args) => args.run(&cli.global),
+    };
+    match ran {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => cli.global.fail(&error.to_string(), error.exit_code()),
     }

@@ -308,9 +308,13 @@ pub fn build_for(
             tree,
             flags: &flags,
             features,
+            tests: project.tests,
         }
         .run(reporter)
     })?;
+    if project.tests {
+        super::test::check_suite(&staticlib(project, module, tree), module)?;
+    }
 
     reporter.status("Linking", &format!("{name}.ko ({release})"));
     let link = match early_link {

@@ -72,6 +72,8 @@ pub(crate) struct Compile<'a> {
     pub flags: &'a RustFlags,
     /// Cargo features of the module crate.
     pub features: &'a [String],
+    /// A test build: `--cfg kmod_test` (see `kmod_runtime::tests`).
+    pub tests: bool,
 }
 
 impl Compile<'_> {
@@ -79,7 +81,10 @@ impl Compile<'_> {
     /// tree runs: target, profile, sysroot, codegen flags, environment and
     /// target dir. Its stdout (cargo's messages) is piped.
     fn command(&self, subcommand: &str, reporter: &dyn Reporter) -> Command {
-        let encoded = format!("{}\x1f--sysroot={}", self.flags.encoded(), self.sysroot);
+        let mut encoded = format!("{}\x1f--sysroot={}", self.flags.encoded(), self.sysroot);
+        if self.tests {
+            encoded.push_str("\x1f--cfg\x1fkmod_test");
+        }
         let mut command = cargo(self.workspace, &encoded);
         command
             .args([subcommand, "--message-format"])

@@ -55,6 +55,7 @@ pub fn check(
             tree: &tree,
             flags: &flags,
             features: &options.features,
+            tests: project.tests,
         };
         if options.clippy {
             compile.clippy(reporter)

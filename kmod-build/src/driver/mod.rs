@@ -24,6 +24,7 @@ mod seed;
 pub mod select;
 pub mod sign;
 mod sysroot;
+pub mod test;
 
 use std::process::{Command, Output, Stdio};
 
@@ -33,6 +34,7 @@ pub use install::{install, InstallOptions, Installed};
 pub use project::{ModuleCrate, Project};
 pub use report::{Artifact, Event, Human, Json, Reporter};
 pub use run::{run, RunOptions};
+pub use test::{test, TestOptions};
 
 use crate::error::{Error, Result};
 

@@ -19,6 +19,8 @@ pub struct Project {
     /// Every workspace package's directory but the root: any file in them
     /// may be an input of a module's build (build scripts, manifests).
     package_dirs: Vec<Utf8PathBuf>,
+    /// Test builds (`--cfg kmod_test`), kept apart from the real modules.
+    pub(crate) tests: bool,
 }
 
 /// A workspace package that builds a kernel module.
@@ -83,6 +85,7 @@ impl Project {
             root,
             modules,
             package_dirs,
+            tests: false,
         })
     }
 
@@ -110,9 +113,22 @@ impl Project {
         })
     }
 
-    /// Everything built for one kernel: `target/kmod/<release>`.
+    /// Everything built for one kernel: `target/kmod/<release>`, or
+    /// `target/kmod/test/<release>` for test builds.
     pub fn output_dir(&self, tree: &KernelTree) -> Utf8PathBuf {
-        self.kmod_dir().join(&tree.release)
+        match self.tests {
+            false => self.kmod_dir().join(&tree.release),
+            true => self.kmod_dir().join("test").join(&tree.release),
+        }
+    }
+
+    /// The same project building test builds of its modules, each in its
+    /// own output directory.
+    pub(crate) fn for_tests(&self) -> Project {
+        Project {
+            tests: true,
+            ..self.clone()
+        }
     }
 
     /// `target/kmod`.

@@ -103,7 +103,7 @@ fn preflight(options: &RunOptions) -> Result<()> {
 
 /// The tree a module was built for: a `--kernel` path or `KDIR` whose
 /// release it is, else the installed or fetched tree of that release.
-fn tree_of(release: &str, specs: &[String]) -> Result<KernelTree> {
+pub(crate) fn tree_of(release: &str, specs: &[String]) -> Result<KernelTree> {
     let named = specs
         .iter()
         .filter(|spec| spec.contains('/'))
