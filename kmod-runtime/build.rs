@@ -24,6 +24,7 @@ fn main() {
         .header("linux/sched/signal.h")
         .header("linux/workqueue.h")
         .header("linux/completion.h")
+        .header("linux/delay.h")
         .allow_function("_printk")
         .allow_function("kernel_param_lock|kernel_param_unlock")
         // 6.10 renamed the allocator's entry points behind `alloc_hooks`.
@@ -33,6 +34,7 @@ fn main() {
         .allow_function("proc_create_single_data|remove_proc_entry|seq_write")
         .allow_function("__init_waitqueue_head|init_wait_entry|finish_wait|schedule")
         .allow_function("cancel_work_sync|complete|complete_all|wait_for_completion_interruptible")
+        .allow_function("msleep")
         .allow_type("file_operations|miscdevice|kernel_param|lock_class_key")
         .allow_var("__this_module|param_ops_(int|bool|charp)|jiffies")
         .allow_var("KERN_(EMERG|ALERT|CRIT|ERR|WARNING|NOTICE|INFO|DEBUG)")

@@ -28,6 +28,7 @@ extern crate alloc as alloc_crate;
 
 pub mod alloc;
 pub mod completion;
+pub mod delay;
 pub mod error;
 pub mod ioctl;
 pub mod miscdev;

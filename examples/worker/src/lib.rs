@@ -1,10 +1,10 @@
-//! `/dev/worker`: each open file gets a feed of lines, `line 0`, `line 1`
-//! and so on, one every `period_ms`. A timer (softirq: no sleeping) queues
-//! a work item, which runs in process context, takes a mutex, allocates
-//! the line and wakes the file's readers. `read(2)` blocks until a line is
-//! there (EAGAIN under `O_NONBLOCK`; a signal interrupts it). The module
-//! has a feed of its own, from load to unload: `init` waits for its first
-//! line (a completion), and unloading stops it with work likely pending.
+//! `/dev/worker`: each open file gets a feed of lines (`line 0`, `line 1`,
+//! ...), one every `period_ms`: a timer (softirq: no sleeping) queues work,
+//! which runs in process context, sleeps `work_ms`, allocates the line
+//! under a mutex and wakes the file's readers. `read(2)` blocks until a
+//! line is there (EAGAIN under `O_NONBLOCK`; a signal interrupts it). The
+//! module has a feed of its own until unloaded: `init` waits for its first
+//! line (a completion).
 #![no_std]
 
 extern crate alloc;
@@ -16,6 +16,7 @@ use core::pin::Pin;
 
 use kmod_runtime::alloc::{pin_init, GFP_KERNEL};
 use kmod_runtime::completion::Completion;
+use kmod_runtime::delay::msleep;
 use kmod_runtime::error::EAGAIN;
 use kmod_runtime::miscdev::{File, FileFlags, Registration, UserSliceWriter};
 use kmod_runtime::pinned_init::{pin_init, try_pin_init, PinInit};
@@ -34,6 +35,7 @@ kmod_runtime::module! {
     description: "A timer queues work that makes lines for readers of /dev/worker",
     params: {
         period_ms: int = 100, "Milliseconds between lines (1 to 10000)";
+        work_ms: int = 0, "Milliseconds each run of the work sleeps (0 to 1000)";
     },
 }
 
@@ -86,14 +88,15 @@ impl TimerCallback for Tick {
     }
 }
 
-/// The lines not read yet, and who waits for them.
+/// The lines not read yet, who waits for them, and the first line's
+/// completion (for good).
 #[pin_data]
 struct Lines {
+    work_ms: u32,
     #[pin]
     text: Mutex<Text>,
     #[pin]
     added: WaitQueue,
-    /// Completed for good by the first line.
     #[pin]
     first: Completion,
 }
@@ -106,7 +109,8 @@ struct Text {
 
 impl WorkItem for Lines {
     fn run(work: &Work<Self>) {
-        // Process context: the mutex and the allocation may sleep.
+        // Process context: the sleep, the mutex and the allocation may.
+        msleep(work.work_ms);
         let mut text = work.text.lock();
         let line = text.made;
         text.made += 1;
@@ -124,13 +128,12 @@ impl WorkItem for Lines {
 
 fn feed() -> impl PinInit<Timer<Tick>> {
     let period_ms = params::period_ms.get().clamp(1, 10_000) as u32;
+    let work_ms = params::work_ms.get().clamp(0, 1000) as u32;
     Timer::new(pin_init!(Tick {
         period_ms,
         work <- new_work!(pin_init!(Lines {
-            text <- new_mutex!(Text {
-                unread: String::new(),
-                made: 0,
-            }),
+            work_ms,
+            text <- new_mutex!(Text { unread: String::new(), made: 0 }),
             added <- new_wait_queue!(),
             first <- new_completion!(),
         })),
@@ -160,9 +163,8 @@ impl File for Reader {
             return Err(EAGAIN);
         }
         // A signal ends the wait: the read is restarted or fails EINTR.
-        lines
-            .added
-            .wait_interruptible_while(&mut text, |text| text.unread.is_empty())?;
+        let empty = |text: &Text| text.unread.is_empty();
+        lines.added.wait_interruptible_while(&mut text, empty)?;
         let n = to.write(text.unread.as_bytes())?;
         text.unread.drain(..n);
         Ok(())
