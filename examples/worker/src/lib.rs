@@ -1,10 +1,7 @@
-//! `/dev/worker`: each open file gets a feed of lines (`line 0`, `line 1`,
-//! ...), one every `period_ms`: a timer (softirq: no sleeping) queues work,
-//! which runs in process context, sleeps `work_ms`, allocates the line
-//! under a mutex and wakes the file's readers. `read(2)` blocks until a
-//! line is there (EAGAIN under `O_NONBLOCK`; a signal interrupts it). The
-//! module has a feed of its own until unloaded: `init` waits for its first
-//! line (a completion).
+//! `/dev/worker`: each open file's timer (softirq) queues work, which runs
+//! in process context, sleeps, allocates a line under a mutex and wakes
+//! the file's readers; `read(2)` blocks until a line is there. The README
+//! says what is guaranteed.
 #![no_std]
 
 extern crate alloc;
