@@ -25,7 +25,9 @@ fn main() {
         .header("linux/poll.h")
         .header("linux/sched/signal.h")
         .header("linux/kthread.h")
+        .header("linux/workqueue.h")
         .header("linux/completion.h")
+        .header("linux/delay.h")
         .allow_function("_printk")
         .allow_function("kernel_param_lock|kernel_param_unlock")
         // 6.10 renamed the allocator's entry points behind `alloc_hooks`.
@@ -36,6 +38,8 @@ fn main() {
         .allow_function("__init_waitqueue_head|init_wait_entry|finish_wait|schedule")
         // In-kernel tests' threads (`test.rs`).
         .allow_function("wait_for_completion|kthread_complete_and_exit")
+        .allow_function("cancel_work_sync|complete|complete_all|wait_for_completion_interruptible")
+        .allow_function("msleep")
         .allow_type("file_operations|completion|miscdevice|kernel_param|lock_class_key")
         .allow_var("__this_module|param_ops_(int|bool|charp)|jiffies")
         .allow_var("KERN_(EMERG|ALERT|CRIT|ERR|WARNING|NOTICE|INFO|DEBUG)")
@@ -112,11 +116,22 @@ fn main() {
             "void kmod_poll_wait(struct file *file, struct wait_queue_head *queue, poll_table *table)",
             "poll_wait(file, queue, table);",
         )
-        .helper("void __noreturn kmod_bug(void)", "BUG();")
+        // The key is the Rust construction site's (`new_work!`), which
+        // lockdep kernels use for the work's map, as C's INIT_WORK does.
         .helper(
-            "void kmod_init_completion(struct completion *done)",
-            "init_completion(done);",
+            "void kmod_init_work(struct work_struct *work, work_func_t func, struct lock_class_key *key)",
+            "__INIT_WORK_KEY(work, func, 0, key);\n\t(void)key;",
         )
+        .helper(
+            "bool kmod_queue_work(struct work_struct *work)",
+            "return queue_work(system_wq, work);",
+        )
+        // As C's init_completion, with the call site's key (`new_completion!`).
+        .helper(
+            "void kmod_init_completion(struct completion *done, const char *name, struct lock_class_key *key)",
+            "done->done = 0;\n\t__init_swait_queue_head(&done->wait, name, key);",
+        )
+        .helper("void __noreturn kmod_bug(void)", "BUG();")
         .helper(
             "void *kmod_kthread_run(int (*run)(void *), void *data, const char *name)",
             "return kthread_run(run, data, \"%s\", name);",

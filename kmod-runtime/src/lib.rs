@@ -13,7 +13,8 @@
 //! - [`Error`] and [`Result`] carry errnos; a panic logs where it happened
 //!   and `BUG()`s the calling task instead of taking the kernel down;
 //! - [`sync`] (spinlock, mutex), [`wait`] (wait queues, `poll`),
-//!   [`miscdev`] (`/dev/<name>` devices), [`timer`], [`procfs`], built in place and pinned ([`types::Opaque`],
+//!   [`miscdev`] (`/dev/<name>` devices), [`timer`], [`workqueue`] (work
+//!   run in process context), [`completion`], [`procfs`], built in place and pinned ([`types::Opaque`],
 //!   `pinned-init`) where the C object points to itself.
 //!
 //! Safe code using it cannot corrupt the kernel's memory, with the
@@ -28,6 +29,8 @@
 extern crate alloc as alloc_crate;
 
 pub mod alloc;
+pub mod completion;
+pub mod delay;
 pub mod error;
 pub mod ioctl;
 pub mod miscdev;
@@ -40,6 +43,7 @@ pub mod test;
 pub mod timer;
 pub mod types;
 pub mod wait;
+pub mod workqueue;
 
 mod module;
 

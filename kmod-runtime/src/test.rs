@@ -120,8 +120,12 @@ fn run_one(test: &'static Test) -> bool {
         done: Opaque::uninit(),
         passed: AtomicBool::new(false),
     });
-    // SAFETY: `done` is valid for writes and not yet in use.
-    unsafe { bindings::kmod_init_completion(run.done.get()) };
+    static DONE_KEY: crate::sync::LockClassKey = crate::sync::LockClassKey::new();
+    // SAFETY: `done` is valid for writes and not yet in use; the name and
+    // the key are static.
+    unsafe {
+        bindings::kmod_init_completion(run.done.get(), c"kmod-test".as_ptr(), DONE_KEY.get())
+    };
     let data = ptr::from_ref::<Run>(&run).cast_mut().cast::<c_void>();
     // SAFETY: `thread` takes `data` as a `Run` that outlives the thread's
     // use of it: we wait for `done` below, which the thread completes as

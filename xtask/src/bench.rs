@@ -31,6 +31,9 @@ pub struct Args {
     /// for each kernel (root; one run each, minutes).
     #[arg(long)]
     dkms: bool,
+    /// Only the DKMS part: its section of BENCHMARKS.md is replaced.
+    #[arg(long, conflicts_with = "check_only")]
+    dkms_only: bool,
 }
 
 /// One row: the C and Rust medians of a case on one tree.
@@ -52,6 +55,22 @@ pub fn run(args: &Args) -> Result<()> {
             .map(|tree| measure_check(&hello.ko_path(tree), tree))
             .collect::<Result<Vec<_>>>()?;
         println!("{}", check_table(&checks));
+        return Ok(());
+    }
+    if args.dkms_only {
+        status::step("Measuring", "DKMS packages and builds");
+        let dkms = dkms::measure(&sh, &hello, &trees)?;
+        let path = project_root().join("BENCHMARKS.md");
+        let old = std::fs::read_to_string(&path).unwrap_or_default();
+        let mut report = match old.find(dkms::HEADING) {
+            Some(at) => old[..at].trim_end().to_owned(),
+            None => old.trim_end().to_owned(),
+        };
+        report.push('\n');
+        dkms.render(&mut report);
+        std::fs::write(&path, &report).with_context(|| format!("writing {path}"))?;
+        println!("{report}");
+        status::step("Wrote", path.as_str());
         return Ok(());
     }
     // Warm the caches the "warm" cases assume: core, flags, bindings.

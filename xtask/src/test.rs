@@ -60,6 +60,8 @@ enum Only {
     Ship,
     /// `cargo kmod test` in a new project (test/ktest.rs).
     Ktest,
+    /// The runtime: its examples booted, its compile-fail cases, clippy.
+    Examples,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -95,6 +97,14 @@ pub fn run(args: &Args) -> Result<()> {
         }
         Some(Only::Ktest) => {
             ktest::run(&sh, &trees, &mut results);
+            return results.finish();
+        }
+        Some(Only::Examples) => {
+            for tree in &trees {
+                let result = examples::run(&sh, tree);
+                results.record(format!("boot::examples::{}", tree.release), result);
+                runtime_checks(tree, &mut results);
+            }
             return results.finish();
         }
         Some(Only::Flavours) | None => {}
@@ -135,11 +145,7 @@ pub fn run(args: &Args) -> Result<()> {
         );
     }
     for tree in &trees {
-        results.record(
-            format!("compile_fail::soundness::{}", tree.release),
-            soundness::run(tree),
-        );
-        results.record(format!("lint::clippy::{}", tree.release), clippy(tree));
+        runtime_checks(tree, &mut results);
     }
     ship::run(&sh, &trees, &hello, &mut results);
     new_project::run(&sh, &trees, &mut results);
@@ -159,6 +165,15 @@ pub fn run(args: &Args) -> Result<()> {
     results.finish()
 }
 
+/// The runtime's compile-fail cases and clippy with `tree`'s bindings.
+fn runtime_checks(tree: &KernelTree, results: &mut Results) {
+    results.record(
+        format!("compile_fail::soundness::{}", tree.release),
+        soundness::run(tree),
+    );
+    results.record(format!("lint::clippy::{}", tree.release), clippy(tree));
+}
+
 /// `run()` if hello's `own` module was built for `tree`, else that error.
 fn if_built(own: &Utf8Path, tree: &KernelTree, run: impl FnOnce() -> Result<()>) -> Result<()> {
     ensure!(own.is_file(), "hello.ko was not built for {}", tree.release);
@@ -168,7 +183,7 @@ fn if_built(own: &Utf8Path, tree: &KernelTree, run: impl FnOnce() -> Result<()>)
 /// Clippy, every warning an error, on hello and the examples (and so the
 /// runtime) with `tree`'s bindings: their code differs per kernel.
 fn clippy(tree: &KernelTree) -> Result<()> {
-    for name in ["hello", "params", "chardev", "ticker", "counter"] {
+    for name in ["hello", "params", "chardev", "ticker", "counter", "worker"] {
         ModuleCrate::find(name)?
             .clippy(tree)
             .with_context(|| format!("clippy on {name} for {}", tree.release))?;

@@ -19,6 +19,9 @@ use super::time;
 use crate::project_root;
 use crate::workspace::ModuleCrate;
 
+/// Where the DKMS section of BENCHMARKS.md starts.
+pub const HEADING: &str = "\n## DKMS";
+
 /// The C package's name in DKMS's tree.
 const C_PACKAGE: &str = "kmod-bench-c-hello";
 const VERSION: &str = "0.1.0";
@@ -117,11 +120,17 @@ fn add_and_build(
 
 impl DkmsTimes {
     pub fn render(&self, out: &mut String) {
-        let mb = |bytes: u64| format!("{:.1} MB", bytes as f64 / 1e6);
+        let mb = |bytes: u64| {
+            if bytes < 1_000_000 {
+                format!("{:.1} kB", bytes as f64 / 1e3)
+            } else {
+                format!("{:.1} MB", bytes as f64 / 1e6)
+            }
+        };
         let secs = |d: Duration| format!("{:.1} s", d.as_secs_f64());
         let _ = writeln!(
             out,
-            "\n## DKMS\n\n`dkms build` of hello's `cargo kmod dkms` package and of \
+            "{HEADING}\n\n`dkms build` of hello's `cargo kmod dkms` package and of \
              `examples/c-hello` packaged the same way, for each kernel in turn; the \
              Rust builds start with an empty kmod-build cache, so the first kernel \
              includes the core/alloc sysroot and the build scripts' dependencies, \

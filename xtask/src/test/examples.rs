@@ -1,5 +1,6 @@
 //! The runtime's examples built for a kernel and exercised inside it: one
-//! boot loads, uses and unloads `params`, `chardev` and `ticker`, then the
+//! boot loads, uses and unloads `params`, `chardev`, `ticker`, `counter`
+//! and `worker`, then the
 //! checks below read what the guest printed. Another boot loads the
 //! `panics` fixture to see the panic handler at work.
 
@@ -12,7 +13,7 @@ use super::ensure_clean;
 use crate::workspace::ModuleCrate;
 use kmod_build::driver::qemu::{Guest, GuestLog};
 
-const EXAMPLES: &[&str] = &["params", "chardev", "ticker", "counter"];
+const EXAMPLES: &[&str] = &["params", "chardev", "ticker", "counter", "worker"];
 
 const SCRIPT: &str = r#"
 section params_refused insmod /modules/params.ko greetings=99
@@ -53,6 +54,19 @@ section counter_32 /modules/counter-client-32
 section counter_unload rmmod counter
 section counter_gone ls -d /dev/counter /sys/module/counter
 
+section worker_load insmod /modules/worker.ko period_ms=2000
+section worker_client /modules/worker-client
+section worker_unload rmmod worker
+section worker_fast insmod /modules/worker.ko period_ms=1 work_ms=20
+section worker_closes sh -c 'for i in $(seq 20); do head -n 1 /dev/worker; done | uniq -c'
+cat /dev/worker >/dev/null &
+sleep 0.5
+section worker_busy rmmod worker
+kill $!
+wait
+section worker_fast_unload rmmod worker
+section worker_gone ls -d /dev/worker /sys/module/worker
+
 section lsmod lsmod
 section log dmesg -r
 "#;
@@ -72,6 +86,7 @@ pub fn run(sh: &Shell, tree: &KernelTree) -> Result<()> {
     for client in &clients {
         guest.file(client);
     }
+    guest.file(&static_client(sh, tree, "worker", Width::Native)?);
     // Without a 32-bit client (arm64: no 32-bit ARM cross compiler is
     // installed) compat_ioctl goes untested.
     let script = if clients.len() == 2 {
@@ -85,6 +100,7 @@ pub fn run(sh: &Shell, tree: &KernelTree) -> Result<()> {
     chardev(&log, kernel_log).context("chardev")?;
     ticker(&log, kernel_log).context("ticker")?;
     counter(&log, kernel_log, clients.len() == 2).context("counter")?;
+    worker(&log, kernel_log).context("worker")?;
     ensure!(
         log.expect_section("lsmod")?.output.lines().count() <= 1,
         "modules left loaded:\n{}",
@@ -290,34 +306,69 @@ const COUNTER_32: &str = "section counter_32 /modules/counter-client-32\n";
 /// `examples/counter/client.c`, static, for the guest: as a 64-bit program
 /// and, on x86, as a 32-bit one (which goes through `compat_ioctl`).
 fn counter_clients(sh: &Shell, tree: &KernelTree) -> Result<Vec<Utf8PathBuf>> {
-    let source = crate::project_root().join("examples/counter/client.c");
-    let out = ModuleCrate::find("counter")?.output_dir(tree);
-    let (client, client_32) = (out.join("counter-client"), out.join("counter-client-32"));
+    let client = static_client(sh, tree, "counter", Width::Native)?;
+    if tree.arch == "arm64" {
+        return Ok(vec![client]);
+    }
+    Ok(vec![
+        client,
+        static_client(sh, tree, "counter", Width::X86_32)?,
+    ])
+}
+
+/// Which program `static_client` builds.
+#[derive(PartialEq)]
+enum Width {
+    /// For the tree's architecture.
+    Native,
+    /// 32-bit x86, for compat system calls.
+    X86_32,
+}
+
+/// `examples/<example>/client.c` built static for the guest, as
+/// `<example>-client` (`-32` for 32-bit x86).
+fn static_client(
+    sh: &Shell,
+    tree: &KernelTree,
+    example: &str,
+    width: Width,
+) -> Result<Utf8PathBuf> {
+    let source = crate::project_root().join(format!("examples/{example}/client.c"));
+    let out = ModuleCrate::find(example)?.output_dir(tree);
+    if width == Width::X86_32 {
+        let client = out.join(format!("{example}-client-32"));
+        // x86's <asm/*.h> serve both widths; gcc-multilib, which links them
+        // into /usr/include, conflicts with every cross compiler, so they are
+        // looked for after the 32-bit headers instead.
+        let asm = "/usr/include/x86_64-linux-gnu";
+        xshell::cmd!(
+            sh,
+            "gcc -m32 -static -O2 -Wall -Werror -idirafter {asm} -o {client} {source}"
+        )
+        .run()
+        .with_context(|| {
+            format!("building the 32-bit {example} client (apt-get install libc6-dev-i386 gcc-12-multilib)")
+        })?;
+        return Ok(client);
+    }
+    let client = out.join(format!("{example}-client"));
     if tree.arch == "arm64" {
         xshell::cmd!(
             sh,
             "aarch64-linux-gnu-gcc -static -O2 -Wall -Werror -o {client} {source}"
         )
         .run()
-        .context("building the arm64 counter client (apt-get install gcc-aarch64-linux-gnu)")?;
-        return Ok(vec![client]);
+        .with_context(|| {
+            format!("building the arm64 {example} client (apt-get install gcc-aarch64-linux-gnu)")
+        })?;
+    } else {
+        xshell::cmd!(sh, "gcc -static -O2 -Wall -Werror -o {client} {source}")
+            .run()
+            .with_context(|| {
+                format!("building the 64-bit {example} client (apt-get install gcc libc6-dev)")
+            })?;
     }
-    xshell::cmd!(sh, "gcc -static -O2 -Wall -Werror -o {client} {source}")
-        .run()
-        .context("building the 64-bit counter client (apt-get install gcc libc6-dev)")?;
-    // x86's <asm/*.h> serve both widths; gcc-multilib, which links them
-    // into /usr/include, conflicts with every cross compiler, so they are
-    // looked for after the 32-bit headers instead.
-    let asm = "/usr/include/x86_64-linux-gnu";
-    xshell::cmd!(
-        sh,
-        "gcc -m32 -static -O2 -Wall -Werror -idirafter {asm} -o {client_32} {source}"
-    )
-    .run()
-    .context(
-        "building the 32-bit counter client (apt-get install libc6-dev-i386 gcc-12-multilib)",
-    )?;
-    Ok(vec![client, client_32])
+    Ok(client)
 }
 
 fn counter(log: &GuestLog, kernel_log: &str, with_32_bit: bool) -> Result<()> {
@@ -353,4 +404,58 @@ fn counter(log: &GuestLog, kernel_log: &str, with_32_bit: bool) -> Result<()> {
     expect_output(log, &sections)?;
     expect_logged(kernel_log, 6, "] counter: registered /dev/counter")?;
     expect_failure(log, &[("counter_gone", None)])
+}
+
+fn worker(log: &GuestLog, kernel_log: &str) -> Result<()> {
+    // Each open file's feed starts with `line 0`, the first after a period
+    // (2 s here); a read gives what fits and leaves the rest.
+    let client = "nonblocking read: Resource temporarily unavailable\n\
+                  interrupted read: Interrupted system call\n\
+                  read 7: line 0\n\
+                  read 3: lin\n\
+                  read 4: e 1\n";
+    expect_output(
+        log,
+        &[
+            ("worker_load", ""),
+            ("worker_client", client),
+            ("worker_unload", ""),
+            ("worker_fast", ""),
+            // Twenty files opened, read once and closed, their work (20 ms
+            // asleep, queued again every 1 ms) running or pending then.
+            ("worker_closes", "     20 line 0\n"),
+            ("worker_fast_unload", ""),
+        ],
+    )?;
+    expect_logged(
+        kernel_log,
+        6,
+        "] worker: first line made, one every 2000 ms",
+    )?;
+    expect_logged(kernel_log, 6, "] worker: first line made, one every 1 ms")?;
+    let made: Vec<u64> = kernel_log
+        .lines()
+        .filter_map(|line| {
+            line.split("] worker: unloading after ")
+                .nth(1)?
+                .strip_suffix(" lines")?
+                .parse()
+                .ok()
+        })
+        .collect();
+    // The module's own feed: the first load ran ~4 s (the client), the
+    // second at least the 0.5 s of the blocked reader, 20 ms a line.
+    ensure!(
+        made.len() == 2 && made[0] >= 2 && made[1] >= 10,
+        "expected two `worker: unloading after N lines`, N >= 2 then >= 10: {made:?}"
+    );
+    // A reader blocked in `read` holds the module.
+    let busy = log.expect_section("worker_busy")?;
+    ensure!(
+        busy.rc != 0 && busy.output.contains("worker"),
+        "rmmod with a reader blocked: rc {}, {:?}",
+        busy.rc,
+        busy.output
+    );
+    expect_failure(log, &[("worker_gone", None)])
 }

@@ -50,6 +50,17 @@ const CASES: &[(&str, &str)] = &[
         "poll_queue_short_lived",
         "`queue` does not live long enough",
     ),
+    ("work_moved", "`PhantomPinned` cannot be unpinned"),
+    ("work_not_pinned", "no method named `queue` found"),
+    (
+        "work_data_not_sync",
+        "`Cell<u32>` cannot be shared between threads safely",
+    ),
+    (
+        "work_data_not_send",
+        "`*mut ()` cannot be sent between threads safely",
+    ),
+    ("completion_moved", "`PhantomPinned` cannot be unpinned"),
 ];
 
 const FIXTURE: &str = "soundness";
@@ -84,7 +95,8 @@ fn build_case(tree: &KernelTree, case: Option<&str>) -> Result<Utf8PathBuf> {
 }
 
 /// The `.ko` has one lock class key (a `KEY` static of `new_spinlock!`,
-/// `new_mutex!` or `new_wait_queue!`) per construction site in the fixture's and the runtime's
+/// `new_mutex!`, `new_wait_queue!`, `new_work!` or `new_completion!`) per
+/// construction site in the fixture's and the runtime's
 /// sources, each at its own address and referenced from code.
 fn lock_class_keys(ko: &Utf8PathBuf) -> Result<()> {
     let sites = construction_sites()?;
@@ -152,8 +164,8 @@ fn is_key(name: &str) -> bool {
     legacy || (name.starts_with("_R") && name.ends_with("3KEY"))
 }
 
-/// Calls of `new_spinlock!(`/`new_mutex!(`/`new_wait_queue!(` in the
-/// fixture and the runtime.
+/// Calls of the macros that make a key (`new_spinlock!(` and the like) in
+/// the fixture and the runtime.
 fn construction_sites() -> Result<usize> {
     let root = project_root();
     let mut files = vec![root.join("xtask/fixtures/soundness/src/lib.rs")];
@@ -171,10 +183,16 @@ fn construction_sites() -> Result<usize> {
             .lines()
             .filter(|line| !line.trim_start().starts_with("//"))
             .map(|line| {
-                ["new_spinlock!(", "new_mutex!(", "new_wait_queue!("]
-                    .iter()
-                    .map(|call| line.matches(call).count())
-                    .sum::<usize>()
+                [
+                    "new_spinlock!(",
+                    "new_mutex!(",
+                    "new_wait_queue!(",
+                    "new_work!(",
+                    "new_completion!(",
+                ]
+                .iter()
+                .map(|call| line.matches(call).count())
+                .sum::<usize>()
             })
             .sum::<usize>();
     }
