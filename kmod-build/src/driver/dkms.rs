@@ -548,7 +548,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let vendor = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
         for name in ["kept-1.0.0", "windows-sys-0.59.0"] {
-            write(&vendor.join(name).join("Cargo.toml"), &format!("# {name}\n")).unwrap();
+            write(
+                &vendor.join(name).join("Cargo.toml"),
+                &format!("# {name}\n"),
+            )
+            .unwrap();
             write(&vendor.join(name).join("src/big.rs"), "// lots").unwrap();
             write(
                 &vendor.join(name).join(".cargo-checksum.json"),
