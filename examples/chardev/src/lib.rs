@@ -80,10 +80,36 @@ impl File for Text {
         let start = text.bytes.len();
         // ENOSPC past CAPACITY: the writer cannot size the allocation.
         from.read_all(&mut text.bytes, CAPACITY)?;
-        if core::str::from_utf8(&text.bytes[start..]).is_err() {
-            text.bytes.truncate(start);
-            return Err(EINVAL);
-        }
+        keep_if_text(&mut text.bytes, start)
+    }
+}
+
+/// EINVAL, and `bytes` as they were before `start`, unless what was
+/// written from `start` on is UTF-8.
+fn keep_if_text(bytes: &mut Vec<u8>, start: usize) -> Result {
+    if core::str::from_utf8(&bytes[start..]).is_err() {
+        bytes.truncate(start);
+        return Err(EINVAL);
+    }
+    Ok(())
+}
+
+#[kmod_runtime::tests]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_is_kept() -> Result {
+        let mut bytes = Vec::from(*b"caf\xc3\xa9");
+        keep_if_text(&mut bytes, 0)?;
+        assert_eq!(bytes, "café".as_bytes());
         Ok(())
+    }
+
+    #[test]
+    fn a_write_that_is_not_text_is_undone() {
+        let mut bytes = Vec::from(*b"ok \xc3");
+        assert_eq!(keep_if_text(&mut bytes, 3), Err(EINVAL));
+        assert_eq!(bytes, b"ok ");
     }
 }
