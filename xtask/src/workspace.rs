@@ -130,3 +130,25 @@ pub fn files_under(dir: &Utf8Path) -> Result<Vec<Utf8PathBuf>> {
     }
     Ok(files)
 }
+
+/// Leftovers of an earlier, interrupted run of DKMS package `id`
+/// (`name/version`): `dkms remove --all`, whatever it says, and the source
+/// copy `dkms add` made.
+pub fn forget_dkms_package(sh: &xshell::Shell, id: &str) -> Result<()> {
+    xshell::cmd!(sh, "dkms remove {id} --all")
+        .quiet()
+        .ignore_status()
+        .ignore_stdout()
+        .ignore_stderr()
+        .run()?;
+    remove_dkms_source(id)
+}
+
+/// The copy of DKMS package `id` (`name/version`) that `dkms add` made.
+pub fn remove_dkms_source(id: &str) -> Result<()> {
+    let source = format!("/usr/src/{}", id.replace('/', "-"));
+    if Utf8Path::new(&source).exists() {
+        std::fs::remove_dir_all(&source).with_context(|| format!("removing {source}"))?;
+    }
+    Ok(())
+}

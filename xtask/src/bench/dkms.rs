@@ -64,7 +64,7 @@ pub fn measure(sh: &Shell, hello: &ModuleCrate, trees: &[KernelTree]) -> Result<
     ];
     let builds = add_and_build(sh, &packages, trees, &path, &cache);
     for (id, _) in packages {
-        forget(sh, id)?;
+        crate::workspace::forget_dkms_package(sh, id)?;
     }
     let builds = builds?;
     Ok(DkmsTimes {
@@ -84,7 +84,7 @@ fn add_and_build(
     cache: &Utf8Path,
 ) -> Result<Vec<(String, Duration, Duration)>> {
     for (id, package) in packages {
-        forget(sh, id)?;
+        crate::workspace::forget_dkms_package(sh, id)?;
         cmd!(sh, "dkms add {package}")
             .quiet()
             .ignore_stdout()
@@ -175,21 +175,6 @@ fn c_package(work: &Utf8Path) -> Result<Utf8PathBuf> {
     );
     std::fs::write(dir.join("dkms.conf"), conf).context("writing the C dkms.conf")?;
     Ok(dir)
-}
-
-/// `dkms remove --all` and the source copy `dkms add` made, if any.
-fn forget(sh: &Shell, id: &str) -> Result<()> {
-    cmd!(sh, "dkms remove {id} --all")
-        .quiet()
-        .ignore_status()
-        .ignore_stdout()
-        .ignore_stderr()
-        .run()?;
-    let source = format!("/usr/src/{}", id.replace('/', "-"));
-    if Utf8Path::new(&source).exists() {
-        std::fs::remove_dir_all(&source).with_context(|| format!("removing {source}"))?;
-    }
-    Ok(())
 }
 
 /// Bytes of the files under `dir`.

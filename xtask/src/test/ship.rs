@@ -248,15 +248,7 @@ impl DkmsPackage {
             version: hello.module.version.clone(),
             out_dir,
         };
-        // Leftovers of an earlier, interrupted run.
-        let id = added.id();
-        cmd!(sh, "dkms remove {id} --all")
-            .quiet()
-            .ignore_status()
-            .ignore_stdout()
-            .ignore_stderr()
-            .run()?;
-        added.remove_source()?;
+        crate::workspace::forget_dkms_package(sh, &added.id())?;
         cmd!(sh, "dkms add {package}")
             .quiet()
             .ignore_stdout()
@@ -348,15 +340,7 @@ impl DkmsPackage {
             "dkms remove {id} --all failed:\n{}",
             String::from_utf8_lossy(&removed.stderr)
         );
-        self.remove_source()
-    }
-
-    fn remove_source(&self) -> Result<()> {
-        let source = format!("/usr/src/{}-{}", self.name, self.version);
-        if Utf8Path::new(&source).exists() {
-            std::fs::remove_dir_all(&source).with_context(|| format!("removing {source}"))?;
-        }
-        Ok(())
+        crate::workspace::remove_dkms_source(&id)
     }
 }
 
