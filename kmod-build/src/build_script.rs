@@ -29,8 +29,16 @@ const KNOWN_MINORS: std::ops::RangeInclusive<u32> = 0..=20;
 ///     .allow_function("_printk")
 ///     .build();
 /// ```
-/// The crate then includes `concat!(env!("OUT_DIR"), "/bindings.rs")`, and
-/// can use `#[cfg(kernel_ge = "6.12")]` for code that differs by version.
+/// The crate then includes `env!("KMOD_BUILD_BINDINGS")` (the generated
+/// file, see [`BINDINGS_ENV`]), and can use `#[cfg(kernel_ge = "6.12")]`
+/// for code that differs by version.
+///
+/// The same list can live in a TOML file beside the manifest instead
+/// ([`Build::from_spec`]); a crate that names that file in its manifest
+/// (`links` and `[package.metadata.kmod-build] bindings = "<file>"`) has
+/// its build script overridden by `cargo kmod`, which generates the
+/// bindings itself: the script and its dependencies (bindgen, this crate)
+/// are then never compiled for a module build.
 ///
 /// What bindgen cannot bind comes from the tree's headers too: a
 /// [`constant`](Build::constant) is evaluated by clang with the kernel's
@@ -53,6 +61,62 @@ pub struct Build {
 /// bindings name them without it.
 const CONSTANT_PREFIX: &str = "kmod_build_constant_";
 
+/// The environment variable, set for the crate's compile, that holds the
+/// path of its generated bindings: `include!(env!("KMOD_BUILD_BINDINGS"))`.
+pub const BINDINGS_ENV: &str = "KMOD_BUILD_BINDINGS";
+
+/// What [`Build::generate`] made for one tree: its files, and what the
+/// crate's compile must be given (what a build script prints as `cargo:`
+/// lines, or a build-script override sets).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Generated {
+    pub bindings: Utf8PathBuf,
+    /// The C helpers, for Kbuild to compile with the module.
+    pub shim: Option<Utf8PathBuf>,
+    /// `rustc-cfg` values, e.g. `kernel_ge="6.1"`.
+    pub cfgs: Vec<String>,
+    /// `rustc-check-cfg` values declaring them.
+    pub check_cfgs: Vec<String>,
+    /// `rustc-env` pairs: [`BINDINGS_ENV`].
+    pub env: Vec<(String, String)>,
+    /// The headers the bindings were generated from (rerun triggers).
+    pub headers: Vec<String>,
+}
+
+/// A crate's bindings as data: what [`Build::from_spec`] reads.
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Spec {
+    name: String,
+    #[serde(default)]
+    headers: Vec<String>,
+    #[serde(default)]
+    functions: Vec<String>,
+    #[serde(default)]
+    types: Vec<String>,
+    #[serde(default)]
+    vars: Vec<String>,
+    #[serde(default)]
+    constants: Vec<SpecConstant>,
+    #[serde(default)]
+    helpers: Vec<SpecHelper>,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecConstant {
+    name: String,
+    #[serde(rename = "type")]
+    c_type: String,
+}
+
+#[derive(Debug, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SpecHelper {
+    prototype: String,
+    body: String,
+}
+
 impl Build {
     /// `name` is the module's name as the kernel will know it.
     pub fn new(name: &str) -> Build {
@@ -66,6 +130,41 @@ impl Build {
             helpers: Vec::new(),
             tree: None,
         }
+    }
+
+    /// The build a TOML file describes: `name`, and lists `headers`,
+    /// `functions`, `types`, `vars` (as the methods of the same names
+    /// take them), `constants` (tables of `name` and `type`) and `helpers`
+    /// (tables of `prototype` and `body`). A relative path is taken from
+    /// the crate's directory when run as a build script.
+    pub fn from_spec(path: impl AsRef<Utf8Path>) -> Result<Build> {
+        let path = path.as_ref();
+        let text = crate::error::read_to_string(path)?;
+        let spec: Spec = toml::from_str(&text).map_err(|e| Error::Parse {
+            path: path.to_owned(),
+            line: e
+                .span()
+                .map_or(0, |span| text[..span.start].matches('\n').count() + 1),
+            why: e.message().to_owned(),
+        })?;
+        Ok(Build {
+            name: spec.name,
+            headers: spec.headers,
+            functions: spec.functions,
+            types: spec.types,
+            vars: spec.vars,
+            constants: spec
+                .constants
+                .into_iter()
+                .map(|c| (c.name, c.c_type))
+                .collect(),
+            helpers: spec
+                .helpers
+                .into_iter()
+                .map(|h| (h.prototype, h.body))
+                .collect(),
+            tree: None,
+        })
     }
 
     /// A kernel header to generate bindings from, e.g. `linux/printk.h`.
@@ -135,9 +234,7 @@ impl Build {
             Some(tree) => tree,
             None => KernelTree::from_env()?,
         };
-        let config = tree.config()?;
-        check_codegen(&tree, &RustFlags::for_config(&config))?;
-
+        check_codegen(&tree, &RustFlags::for_config(&tree.config()?))?;
         let out_dir = env_path("OUT_DIR")?;
         let cache_dir = match std::env::var_os(crate::CACHE_ENV) {
             Some(dir) => Utf8PathBuf::from_path_buf(dir.into())
@@ -145,27 +242,66 @@ impl Build {
                 .join(&tree.release),
             None => out_dir.join("kmod-build"),
         };
-        std::fs::create_dir_all(&cache_dir).map_err(|e| Error::io(&cache_dir, e))?;
-        let cflags = CFlags::probe(&tree, &cache_dir)?;
-        let bindings = self.bindings(&cflags, &tree, &cache_dir)?;
-        let path = out_dir.join("bindings.rs");
-        std::fs::write(&path, bindings).map_err(|e| Error::io(&path, e))?;
-        let shim = out_dir.join(SHIM_FILE);
-        if self.helpers.is_empty() {
-            match std::fs::remove_file(&shim) {
+        let generated = self.generate(&tree, &out_dir, &cache_dir)?;
+        for header in &generated.headers {
+            println!("cargo:rerun-if-changed={header}");
+        }
+        for check_cfg in &generated.check_cfgs {
+            println!("cargo:rustc-check-cfg={check_cfg}");
+        }
+        for cfg in &generated.cfgs {
+            println!("cargo:rustc-cfg={cfg}");
+        }
+        for (key, value) in &generated.env {
+            println!("cargo:rustc-env={key}={value}");
+        }
+        Ok(())
+    }
+
+    /// Writes the bindings for `tree` (and the C shim, when there are
+    /// helpers) to `out_dir`, each only when its contents change, so that
+    /// what includes them is not rebuilt; bindgen's output is kept in
+    /// `cache_dir`, which builds of the same tree may share.
+    pub fn generate(
+        &self,
+        tree: &KernelTree,
+        out_dir: &Utf8Path,
+        cache_dir: &Utf8Path,
+    ) -> Result<Generated> {
+        let config = tree.config()?;
+        for dir in [out_dir, cache_dir] {
+            std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+        }
+        let cflags = CFlags::probe(tree, cache_dir)?;
+        let (bindings, headers) = self.bindings(&cflags, tree, cache_dir)?;
+        let bindings_path = out_dir.join("bindings.rs");
+        write_if_changed(&bindings_path, &bindings)?;
+        let shim_path = out_dir.join(SHIM_FILE);
+        let shim = if self.helpers.is_empty() {
+            match std::fs::remove_file(&shim_path) {
                 Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                    return Err(Error::io(&shim, e))
+                    return Err(Error::io(&shim_path, e))
                 }
-                _ => {}
+                _ => None,
             }
         } else {
-            std::fs::write(&shim, self.shim()?).map_err(|e| Error::io(&shim, e))?;
-        }
-
-        print!("{}", version_cfgs(tree.version()));
-        print!("{}", config_cfgs(&config));
-        println!("cargo:rustc-env=KMOD_KERNEL_RELEASE={}", tree.release);
-        Ok(())
+            write_if_changed(&shim_path, &self.shim()?)?;
+            Some(shim_path)
+        };
+        let (mut check_cfgs, mut cfgs) = version_cfgs(tree.version());
+        check_cfgs.push("cfg(kernel_config, values(any()))".to_owned());
+        cfgs.extend(config_cfgs(&config));
+        Ok(Generated {
+            // One variable only: cargo hashes an override's variables in
+            // an order of its own that changes from run to run, and a
+            // changed hash rebuilds the crate.
+            env: vec![(BINDINGS_ENV.to_owned(), bindings_path.to_string())],
+            bindings: bindings_path,
+            shim,
+            cfgs,
+            check_cfgs,
+            headers,
+        })
     }
 
     fn includes(&self) -> String {
@@ -206,9 +342,14 @@ impl Build {
         Ok(out)
     }
 
-    /// The bindings from the shared cache, or from bindgen (then cached);
-    /// prints a rerun trigger for every header either way.
-    fn bindings(&self, cflags: &CFlags, tree: &KernelTree, cache_dir: &Utf8Path) -> Result<String> {
+    /// The bindings from the shared cache, or from bindgen (then cached),
+    /// with the headers they were generated from.
+    fn bindings(
+        &self,
+        cflags: &CFlags,
+        tree: &KernelTree,
+        cache_dir: &Utf8Path,
+    ) -> Result<(String, Vec<String>)> {
         // bindgen panics when it cannot load libclang (whose version is part
         // of the cache key): load it first to say so.
         check_libclang()?;
@@ -241,10 +382,7 @@ impl Build {
                 (bindings, headers)
             }
         };
-        for header in &headers {
-            println!("cargo:rerun-if-changed={header}");
-        }
-        Ok(bindings)
+        Ok((bindings, headers))
     }
 
     fn generate_bindings(
@@ -256,6 +394,9 @@ impl Build {
         let mut builder = bindgen::Builder::default()
             .header_contents("kmod-build-wrapper.h", &wrapper)
             .clang_args(clang_args)
+            // The kernel's headers warn under clang; bindgen prints every
+            // warning to stderr, where only errors should go.
+            .clang_arg("-w")
             .use_core()
             .ctypes_prefix("core::ffi")
             .layout_tests(false)
@@ -384,6 +525,15 @@ fn check_codegen(tree: &KernelTree, wanted: &RustFlags) -> Result<()> {
     })
 }
 
+/// Writes `path` (atomically) unless it holds `contents` already: its
+/// modification time is what cargo's and rustc's dep-info compare.
+pub(crate) fn write_if_changed(path: &Utf8Path, contents: &str) -> Result<()> {
+    if std::fs::read(path).is_ok_and(|old| old == contents.as_bytes()) {
+        return Ok(());
+    }
+    crate::files::write_atomically(path, contents)
+}
+
 fn env_path(var: &str) -> Result<Utf8PathBuf> {
     let value = std::env::var_os(var).ok_or_else(|| Error::Prerequisite {
         what: format!("environment variable {var}"),
@@ -395,39 +545,30 @@ fn env_path(var: &str) -> Result<Utf8PathBuf> {
 /// `kernel_config = "CONFIG_FOO"` for every option the tree's config sets
 /// to `y`, `kernel_config = "CONFIG_FOO_MODULE"` for `m` (the names
 /// `autoconf.h` defines), so code can follow `#ifdef CONFIG_FOO`.
-fn config_cfgs(config: &crate::Config) -> String {
-    let mut out = "cargo:rustc-check-cfg=cfg(kernel_config, values(any()))\n".to_owned();
-    for (name, value) in config.iter() {
-        let cfg = match value {
-            "y" => name.to_owned(),
-            "m" => format!("{name}_MODULE"),
-            _ => continue,
-        };
-        let _ = writeln!(out, "cargo:rustc-cfg=kernel_config=\"{cfg}\"");
-    }
-    out
+fn config_cfgs(config: &crate::Config) -> impl Iterator<Item = String> + '_ {
+    config.iter().filter_map(|(name, value)| match value {
+        "y" => Some(format!("kernel_config=\"{name}\"")),
+        "m" => Some(format!("kernel_config=\"{name}_MODULE\"")),
+        _ => None,
+    })
 }
 
-/// `kernel_ge="X.Y"` for every known version up to the tree's, declared
-/// for every known version so that `#[cfg(kernel_ge = "...")]` is checked.
-fn version_cfgs((major, minor, _): (u32, u32, u32)) -> String {
+/// The check-cfg declaring `kernel_ge="X.Y"` for every known version, and
+/// the cfgs of those up to the tree's, so that `#[cfg(kernel_ge = "...")]`
+/// is checked.
+fn version_cfgs((major, minor, _): (u32, u32, u32)) -> (Vec<String>, Vec<String>) {
     let mut declared = Vec::new();
-    let mut out = String::new();
+    let mut cfgs = Vec::new();
     for known_major in KNOWN_MAJORS {
         for known_minor in KNOWN_MINORS {
             declared.push(format!("\"{known_major}.{known_minor}\""));
             if (known_major, known_minor) <= (major, minor) {
-                let _ = writeln!(
-                    out,
-                    "cargo:rustc-cfg=kernel_ge=\"{known_major}.{known_minor}\""
-                );
+                cfgs.push(format!("kernel_ge=\"{known_major}.{known_minor}\""));
             }
         }
     }
-    format!(
-        "cargo:rustc-check-cfg=cfg(kernel_ge, values({}))\n{out}",
-        declared.join(", ")
-    )
+    let check_cfg = format!("cfg(kernel_ge, values({}))", declared.join(", "));
+    (vec![check_cfg], cfgs)
 }
 
 #[cfg(test)]
@@ -470,20 +611,59 @@ mod tests {
     fn config_cfgs_follow_autoconf_names() {
         let config =
             crate::Config::parse("CONFIG_SMP=y\nCONFIG_EXT4_FS=m\nCONFIG_HZ=250\n").unwrap();
-        let cfgs = config_cfgs(&config);
-        assert!(cfgs.starts_with("cargo:rustc-check-cfg=cfg(kernel_config, values(any()))\n"));
-        assert!(cfgs.contains("cargo:rustc-cfg=kernel_config=\"CONFIG_SMP\"\n"));
-        assert!(cfgs.contains("cargo:rustc-cfg=kernel_config=\"CONFIG_EXT4_FS_MODULE\"\n"));
-        assert!(!cfgs.contains("CONFIG_HZ"));
+        let cfgs: Vec<String> = config_cfgs(&config).collect();
+        assert!(cfgs.contains(&"kernel_config=\"CONFIG_SMP\"".to_owned()));
+        assert!(cfgs.contains(&"kernel_config=\"CONFIG_EXT4_FS_MODULE\"".to_owned()));
+        assert!(!cfgs.iter().any(|cfg| cfg.contains("CONFIG_HZ")));
     }
 
     #[test]
     fn version_cfgs_enable_up_to_the_tree() {
-        let cfgs = version_cfgs((6, 1, 0));
-        assert!(cfgs.contains("cargo:rustc-cfg=kernel_ge=\"6.1\"\n"));
-        assert!(cfgs.contains("cargo:rustc-cfg=kernel_ge=\"5.15\"\n"));
-        assert!(!cfgs.contains("cargo:rustc-cfg=kernel_ge=\"6.2\""));
-        assert!(cfgs.starts_with("cargo:rustc-check-cfg=cfg(kernel_ge, values(\"4.0\""));
-        assert!(version_cfgs((6, 12, 117)).contains("kernel_ge=\"6.12\"\n"));
+        let (declared, cfgs) = version_cfgs((6, 1, 0));
+        assert!(cfgs.contains(&"kernel_ge=\"6.1\"".to_owned()));
+        assert!(cfgs.contains(&"kernel_ge=\"5.15\"".to_owned()));
+        assert!(!cfgs.contains(&"kernel_ge=\"6.2\"".to_owned()));
+        assert!(declared[0].starts_with("cfg(kernel_ge, values(\"4.0\""));
+        assert!(declared[0].contains("\"6.2\""));
+        let (_, cfgs) = version_cfgs((6, 12, 117));
+        assert!(cfgs.contains(&"kernel_ge=\"6.12\"".to_owned()));
+    }
+
+    #[test]
+    fn a_spec_file_is_the_builder_it_describes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8PathBuf::try_from(dir.path().join("bindings.toml")).unwrap();
+        std::fs::write(
+            &path,
+            r#"
+name = "m"
+headers = ["linux/spinlock.h"]
+functions = ["_printk"]
+constants = [{ name = "GFP_KERNEL", type = "gfp_t" }]
+[[helpers]]
+prototype = "void kmod_lock(spinlock_t *l)"
+body = "spin_lock(l);"
+"#,
+        )
+        .unwrap();
+        let from_spec = Build::from_spec(&path).unwrap();
+        let built = Build::new("m")
+            .header("linux/spinlock.h")
+            .allow_function("_printk")
+            .constant("GFP_KERNEL", "gfp_t")
+            .helper("void kmod_lock(spinlock_t *l)", "spin_lock(l);");
+        assert_eq!(from_spec.wrapper(), built.wrapper());
+        assert_eq!(from_spec.shim().unwrap(), built.shim().unwrap());
+        assert_eq!(from_spec.functions, built.functions);
+    }
+
+    #[test]
+    fn a_bad_spec_names_its_file_line_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = Utf8PathBuf::try_from(dir.path().join("bindings.toml")).unwrap();
+        std::fs::write(&path, "name = \"m\"\n\nheader = [\"linux/module.h\"]\n").unwrap();
+        let error = Build::from_spec(&path).unwrap_err().to_string();
+        assert!(error.starts_with(&format!("{path}:3: ")), "{error}");
+        assert!(error.contains("unknown field `header`"), "{error}");
     }
 }

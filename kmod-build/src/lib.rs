@@ -65,7 +65,7 @@ mod symvers;
 pub mod test_support;
 mod tree;
 
-pub use build_script::{check_libclang, check_libclang_remembered, Build};
+pub use build_script::{check_libclang, check_libclang_remembered, Build, Generated, BINDINGS_ENV};
 pub use cache_home::{cache_home, CACHE_HOME_ENV};
 pub use cflags::CFlags;
 pub use config::Config;

@@ -85,11 +85,17 @@ pub use pinned_init;
     clippy::all
 )]
 pub mod bindings {
-    include!(concat!(env!("OUT_DIR"), "/bindings.rs"));
+    include!(env!("KMOD_BUILD_BINDINGS"));
 }
 
 /// The release of the tree the module was built against.
-pub const KERNEL_RELEASE: &str = env!("KMOD_KERNEL_RELEASE");
+pub const KERNEL_RELEASE: &str = match core::ffi::CStr::from_bytes_with_nul(bindings::UTS_RELEASE) {
+    Ok(release) => match release.to_str() {
+        Ok(release) => release,
+        Err(_) => panic!("UTS_RELEASE is not UTF-8"),
+    },
+    Err(_) => panic!("UTS_RELEASE is not a C string"),
+};
 
 /// `THIS_MODULE`: the `struct module` modpost's `.mod.c` defines for the
 /// module being built.

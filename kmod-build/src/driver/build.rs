@@ -297,6 +297,7 @@ pub fn build_for(
     };
     let sysroot = sysroot::ensure(&project.root, &flags, reporter)?;
     let target_dir = out.join("cargo");
+    let overrides = super::bindings::for_tree(project, tree, flags.target)?;
     let shims = seed::compile_seeded(&project.root, &target_dir, reporter, || {
         Compile {
             workspace: &project.root,
@@ -309,6 +310,7 @@ pub fn build_for(
             flags: &flags,
             features,
             tests: project.tests,
+            overrides: &overrides,
         }
         .run(reporter)
     })?;

@@ -7,6 +7,7 @@ use std::process::{Command, Stdio};
 
 use camino::{Utf8Path, Utf8PathBuf};
 
+use super::bindings::Overrides;
 use super::report::{Event, Reporter};
 use crate::error::{Error, Result};
 use crate::rustflags::RustFlags;
@@ -74,6 +75,8 @@ pub(crate) struct Compile<'a> {
     pub features: &'a [String],
     /// A test build: `--cfg kmod_test` (see `kmod_runtime::tests`).
     pub tests: bool,
+    /// The build scripts the driver stands in for.
+    pub overrides: &'a Overrides,
 }
 
 impl Compile<'_> {
@@ -102,17 +105,23 @@ impl Compile<'_> {
                     .into_iter()
                     .flatten(),
             )
+            .args(
+                self.overrides
+                    .config
+                    .iter()
+                    .flat_map(|config| ["--config", config.as_str()]),
+            )
             .env(crate::KERNEL_ENV, &self.tree.path)
             .env(crate::CACHE_ENV, self.cache_dir)
             .stdout(Stdio::piped());
         command
     }
 
-    /// Builds the staticlib; returns the C shims the build scripts of this
-    /// build left in their `OUT_DIR`s. Cargo's JSON goes to the reporter
-    /// line by line.
+    /// Builds the staticlib; returns the C shims of this build: the
+    /// overrides' and those build scripts left in their `OUT_DIR`s.
+    /// Cargo's JSON goes to the reporter line by line.
     pub fn run(&self, reporter: &dyn Reporter) -> Result<Vec<Utf8PathBuf>> {
-        let mut shims = Vec::new();
+        let mut shims = self.overrides.shims.clone();
         self.stream("build", &[], reporter, |line| {
             // Cargo reports every build script of the build, fresh or
             // not, with its OUT_DIR: only this build's shims are
@@ -173,6 +182,9 @@ impl Compile<'_> {
                 command: shown,
                 status: status.to_string(),
             });
+        }
+        for message in &self.overrides.messages {
+            reporter.report(Event::Cargo(message));
         }
         Ok(())
     }

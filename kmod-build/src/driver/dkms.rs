@@ -2,11 +2,14 @@
 //! rebuilds the module through DKMS, offline.
 //!
 //! The package holds the module crate and every path dependency it builds
-//! with (the runtime, kmod-build for the build scripts), each at its place
-//! relative to the others, with the workspace manifests cut down to those
-//! packages, the workspace's `Cargo.lock` and `rust-toolchain.toml`, and
-//! every registry crate vendored, including those `-Zbuild-std` takes from
-//! the toolchain's `library/`. `dkms.conf`'s `MAKE` runs `cargo kmod build`
+//! with (the runtime), each at its place relative to the others, with the
+//! workspace manifests cut down to those packages, the workspace's
+//! `Cargo.lock` and `rust-toolchain.toml`, and every registry crate
+//! vendored, including those `-Zbuild-std` takes from the toolchain's
+//! `library/`. Of the build dependencies of crates whose build scripts
+//! cargo kmod stands in for (see [`super::bindings`]: the runtime's
+//! bindgen and kmod-build), and of other platforms' crates, only the
+//! manifests are kept, so that the lock file still resolves. `dkms.conf`'s `MAKE` runs `cargo kmod build`
 //! against `$kernel_source_dir`; DKMS picks the `.ko` up from
 //! `target/kmod/$kernelver/`.
 
@@ -15,6 +18,7 @@ use std::process::Command;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
+use super::bindings::BindingsCrate;
 use super::project::{ModuleCrate, Project};
 use super::report::Reporter;
 use crate::error::{Error, Result};
@@ -59,9 +63,10 @@ pub fn package(
     options: &DkmsOptions,
     reporter: &dyn Reporter,
 ) -> Result<Utf8PathBuf> {
-    let packages = path_packages(project, module)?;
-    let roots = workspace_roots(&packages, &project.root)?;
-    let base = common_ancestor(packages.iter().chain(roots.keys()));
+    let (packages, stubs) = path_packages(project, module)?;
+    let all_packages: Vec<Utf8PathBuf> = packages.iter().chain(&stubs).cloned().collect();
+    let roots = workspace_roots(&all_packages, &project.root)?;
+    let base = common_ancestor(all_packages.iter().chain(roots.keys()));
     let relative = |dir: &Utf8Path| -> Utf8PathBuf {
         dir.strip_prefix(&base)
             .map(Utf8Path::to_owned)
@@ -91,6 +96,9 @@ pub fn package(
         crate::files::copy_dir(dir, &partial_dir.join(relative(dir)), &|path, kind| {
             kind.is_file() || kind.is_dir() && path.file_name() != Some("target")
         })?;
+    }
+    for dir in &stubs {
+        stub_path_package(dir, &partial_dir.join(relative(dir)))?;
     }
     for (root, members) in &roots {
         let members: Vec<String> = members.iter().map(|m| m.to_string()).collect();
@@ -145,7 +153,7 @@ pub fn package(
     reporter.status(
         "Vendored",
         &format!(
-            "{} crates, {emptied} more only as manifests (other platforms)",
+            "{} crates, {emptied} more only as manifests (other platforms; build scripts cargo kmod stands in for)",
             needed.len()
         ),
     );
@@ -207,52 +215,78 @@ fn needed_crates(
     Ok(needed)
 }
 
-/// Adds to `needed` the registry packages `roots` reach by normal and
-/// build dependencies (not dev: those of path packages are in the graph).
+/// Adds to `needed` the registry packages `roots` reach by the
+/// dependencies a package build compiles (see [`shipped`]).
 fn reachable(
     metadata: &cargo_metadata::Metadata,
     roots: &[&str],
     needed: &mut BTreeSet<String>,
 ) -> Result<()> {
-    let by_id: HashMap<_, _> = metadata.packages.iter().map(|p| (&p.id, p)).collect();
-    let resolve = metadata.resolve.as_ref().ok_or_else(|| Error::Project {
-        why: "cargo metadata gave no dependency graph".into(),
-    })?;
-    let nodes: HashMap<_, _> = resolve.nodes.iter().map(|n| (&n.id, n)).collect();
-    let mut todo: Vec<_> = metadata
+    let roots = metadata
         .packages
         .iter()
         .filter(|p| roots.contains(&p.name.as_str()))
-        .map(|p| &p.id)
-        .collect();
-    let mut seen = BTreeSet::new();
-    while let Some(id) = todo.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        if let Some(package) = by_id.get(id) {
-            if package.source.is_some() {
-                needed.insert(format!("{}-{}", package.name, package.version));
-            }
-        }
-        let Some(node) = nodes.get(id) else { continue };
-        for dep in &node.deps {
-            if dep
-                .dep_kinds
-                .iter()
-                .any(|kind| kind.kind != cargo_metadata::DependencyKind::Development)
-            {
-                todo.push(&dep.pkg);
-            }
+        .map(|p| &p.id);
+    for package in reach(metadata, roots, shipped)? {
+        if package.source.is_some() {
+            needed.insert(format!("{}-{}", package.name, package.version));
         }
     }
     Ok(())
 }
 
+/// Whether a build of `package` compiles `dep`: not for dev dependencies,
+/// nor for the build dependencies of a crate whose build script cargo kmod
+/// stands in for.
+fn shipped(package: &cargo_metadata::Package, dep: &cargo_metadata::NodeDep) -> bool {
+    use cargo_metadata::DependencyKind;
+    dep.dep_kinds.iter().any(|kind| match kind.kind {
+        DependencyKind::Development => false,
+        DependencyKind::Build => BindingsCrate::of(package).is_none(),
+        _ => true,
+    })
+}
+
+/// The packages `roots` reach in `metadata`'s graph by the dependencies
+/// `follow` takes.
+fn reach<'a>(
+    metadata: &'a cargo_metadata::Metadata,
+    roots: impl IntoIterator<Item = &'a cargo_metadata::PackageId>,
+    follow: impl Fn(&cargo_metadata::Package, &cargo_metadata::NodeDep) -> bool,
+) -> Result<Vec<&'a cargo_metadata::Package>> {
+    let by_id: HashMap<_, _> = metadata.packages.iter().map(|p| (&p.id, p)).collect();
+    let resolve = metadata.resolve.as_ref().ok_or_else(|| Error::Project {
+        why: "cargo metadata gave no dependency graph".into(),
+    })?;
+    let nodes: HashMap<_, _> = resolve.nodes.iter().map(|n| (&n.id, n)).collect();
+    let mut todo: Vec<_> = roots.into_iter().collect();
+    let mut seen = BTreeSet::new();
+    let mut reached = Vec::new();
+    while let Some(id) = todo.pop() {
+        if !seen.insert(id) {
+            continue;
+        }
+        let Some(package) = by_id.get(id) else {
+            continue;
+        };
+        reached.push(*package);
+        if let Some(node) = nodes.get(id) {
+            todo.extend(
+                node.deps
+                    .iter()
+                    .filter(|dep| follow(package, dep))
+                    .map(|dep| &dep.pkg),
+            );
+        }
+    }
+    Ok(reached)
+}
+
 /// Empties every vendored crate not in `needed` down to its manifest and a
 /// checksum file listing no files, so that cargo still resolves the lock
 /// file (which names the crates of every platform) but nothing of them is
-/// shipped. Returns how many were emptied.
+/// shipped; of the needed ones, drops what no build of them reads
+/// ([`UNBUILT_DIRS`]). Returns how many were emptied.
 fn empty_unneeded(vendor: &Utf8Path, needed: &BTreeSet<String>) -> Result<usize> {
     let mut emptied = 0;
     for entry in vendor.read_dir_utf8().map_err(|e| Error::io(vendor, e))? {
@@ -260,7 +294,11 @@ fn empty_unneeded(vendor: &Utf8Path, needed: &BTreeSet<String>) -> Result<usize>
         let Some(name) = dir.file_name() else {
             continue;
         };
-        if needed.contains(name) || !dir.is_dir() {
+        if !dir.is_dir() {
+            continue;
+        }
+        if needed.contains(name) {
+            drop_unbuilt(&dir)?;
             continue;
         }
         let checksum_file = dir.join(".cargo-checksum.json");
@@ -286,20 +324,58 @@ fn empty_unneeded(vendor: &Utf8Path, needed: &BTreeSet<String>) -> Result<usize>
     Ok(emptied)
 }
 
+/// A crate's directories that building its library never reads: cargo
+/// verifies only the files its checksum file lists, and takes no target
+/// of a dependency but its library (and build script).
+const UNBUILT_DIRS: &[&str] = &["tests", "benches", "examples"];
+
+/// Removes `dir`'s [`UNBUILT_DIRS`] and their files' checksums.
+fn drop_unbuilt(dir: &Utf8Path) -> Result<()> {
+    let present: Vec<&str> = UNBUILT_DIRS
+        .iter()
+        .copied()
+        .filter(|unbuilt| dir.join(unbuilt).is_dir())
+        .collect();
+    if present.is_empty() {
+        return Ok(());
+    }
+    for unbuilt in &present {
+        let path = dir.join(unbuilt);
+        std::fs::remove_dir_all(&path).map_err(|e| Error::io(&path, e))?;
+    }
+    let checksum_file = dir.join(".cargo-checksum.json");
+    let mut checksum: serde_json::Value =
+        serde_json::from_str(&crate::error::read_to_string(&checksum_file)?).map_err(|e| {
+            Error::Parse {
+                path: checksum_file.clone(),
+                line: e.line(),
+                why: e.to_string(),
+            }
+        })?;
+    if let Some(files) = checksum.get_mut("files").and_then(|f| f.as_object_mut()) {
+        files.retain(|file, _| {
+            !present
+                .iter()
+                .any(|unbuilt| file.starts_with(&format!("{unbuilt}/")))
+        });
+    }
+    write(&checksum_file, &checksum.to_string())
+}
+
 /// The directories of the module and of every package it depends on by
-/// path (normal and build dependencies, transitively): what must be copied.
-fn path_packages(project: &Project, module: &ModuleCrate) -> Result<Vec<Utf8PathBuf>> {
+/// path, transitively: those a build compiles (copied whole), and those
+/// only the lock file needs (copied as manifests, see
+/// [`stub_path_package`]).
+fn path_packages(
+    project: &Project,
+    module: &ModuleCrate,
+) -> Result<(Vec<Utf8PathBuf>, Vec<Utf8PathBuf>)> {
     let metadata = cargo_metadata::MetadataCommand::new()
         .manifest_path(&project.manifest)
         .exec()
         .map_err(|error| Error::Project {
             why: error.to_string(),
         })?;
-    let by_id: HashMap<_, _> = metadata.packages.iter().map(|p| (&p.id, p)).collect();
-    let resolve = metadata.resolve.as_ref().ok_or_else(|| Error::Project {
-        why: "cargo metadata gave no dependency graph".into(),
-    })?;
-    let nodes: HashMap<_, _> = resolve.nodes.iter().map(|n| (&n.id, n)).collect();
     let start = metadata
         .workspace_packages()
         .into_iter()
@@ -308,28 +384,41 @@ fn path_packages(project: &Project, module: &ModuleCrate) -> Result<Vec<Utf8Path
         .ok_or_else(|| Error::Project {
             why: format!("{} is not in cargo metadata's workspace", module.name),
         })?;
-    let mut seen = BTreeSet::new();
-    let mut todo = vec![start];
-    let mut dirs = Vec::new();
-    while let Some(id) = todo.pop() {
-        if !seen.insert(id) {
-            continue;
-        }
-        let Some(package) = by_id.get(id) else {
-            continue;
-        };
-        if package.source.is_some() {
-            continue;
-        }
-        if let Some(dir) = package.manifest_path.parent() {
-            dirs.push(dir.to_owned());
-        }
-        if let Some(node) = nodes.get(id) {
-            todo.extend(node.deps.iter().map(|dep| &dep.pkg));
-        }
+    let dirs = |packages: Vec<&cargo_metadata::Package>| -> BTreeSet<Utf8PathBuf> {
+        packages
+            .into_iter()
+            .filter(|package| package.source.is_none())
+            .filter_map(|package| package.manifest_path.parent().map(Utf8Path::to_owned))
+            .collect()
+    };
+    let whole = dirs(reach(&metadata, [start], shipped)?);
+    let stubs = dirs(reach(&metadata, [start], |_, _| true)?)
+        .into_iter()
+        .filter(|dir| !whole.contains(dir))
+        .collect();
+    Ok((whole.into_iter().collect(), stubs))
+}
+
+/// A path package no build compiles, as cargo needs it to resolve the
+/// lock file: its manifest without its targets (whose files are not
+/// copied) and an empty library.
+fn stub_path_package(from: &Utf8Path, to: &Utf8Path) -> Result<()> {
+    let path = from.join("Cargo.toml");
+    let mut document: toml_edit::DocumentMut = crate::error::read_to_string(&path)?
+        .parse()
+        .map_err(|e| Error::Parse {
+            path: path.clone(),
+            line: 0,
+            why: format!("{e}"),
+        })?;
+    for targets in ["lib", "bin", "test", "bench", "example"] {
+        document.remove(targets);
     }
-    dirs.sort();
-    Ok(dirs)
+    if let Some(package) = document.get_mut("package").and_then(|p| p.as_table_mut()) {
+        package.remove("build");
+    }
+    write(&to.join("Cargo.toml"), &document.to_string())?;
+    write(&to.join("src/lib.rs"), "")
 }
 
 /// The workspace each path package belongs to (the nearest ancestor
@@ -544,7 +633,7 @@ mod tests {
     }
 
     #[test]
-    fn unneeded_crates_keep_only_their_manifest_and_package_checksum() {
+    fn unneeded_crates_keep_only_their_manifest_and_needed_ones_lose_their_tests() {
         let dir = tempfile::tempdir().unwrap();
         let vendor = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
         for name in ["kept-1.0.0", "windows-sys-0.59.0"] {
@@ -554,15 +643,26 @@ mod tests {
             )
             .unwrap();
             write(&vendor.join(name).join("src/big.rs"), "// lots").unwrap();
+            write(&vendor.join(name).join("tests/t.rs"), "// more").unwrap();
             write(
                 &vendor.join(name).join(".cargo-checksum.json"),
-                r#"{"files":{"src/big.rs":"00"},"package":"abc"}"#,
+                r#"{"files":{"src/big.rs":"00","tests/t.rs":"01"},"package":"abc"}"#,
             )
             .unwrap();
         }
         let needed = BTreeSet::from(["kept-1.0.0".to_owned()]);
         assert_eq!(empty_unneeded(&vendor, &needed).unwrap(), 1);
-        assert!(vendor.join("kept-1.0.0/src/big.rs").is_file());
+        let kept = vendor.join("kept-1.0.0");
+        assert!(kept.join("src/big.rs").is_file());
+        assert!(!kept.join("tests").exists());
+        let checksum: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(kept.join(".cargo-checksum.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            checksum,
+            serde_json::json!({"files": {"src/big.rs": "00"}, "package": "abc"})
+        );
         let emptied = vendor.join("windows-sys-0.59.0");
         assert!(!emptied.join("src/big.rs").exists());
         assert_eq!(

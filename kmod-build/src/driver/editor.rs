@@ -44,6 +44,7 @@ pub fn check(
     // their compiled dependencies serve both, and cargo's lock keeps a
     // check and a build of it from running at once.
     let target_dir = project.output_dir(&tree).join("cargo");
+    let overrides = super::bindings::for_tree(project, &tree, flags.target)?;
     seed::compile_seeded(&project.root, &target_dir, reporter, || {
         let compile = Compile {
             workspace: &project.root,
@@ -56,6 +57,7 @@ pub fn check(
             flags: &flags,
             features: &options.features,
             tests: project.tests,
+            overrides: &overrides,
         };
         if options.clippy {
             compile.clippy(reporter)

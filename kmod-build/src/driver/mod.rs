@@ -7,6 +7,7 @@
 //! [`build::build`] compiles (cargo), links (Kbuild) and checks each
 //! module, and [`report::Reporter`] carries what happens to the front end.
 
+pub mod bindings;
 pub mod build;
 mod compile;
 pub mod dkms;

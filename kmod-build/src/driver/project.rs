@@ -21,6 +21,7 @@ pub struct Project {
     package_dirs: Vec<Utf8PathBuf>,
     /// Test builds (`--cfg kmod_test`), kept apart from the real modules.
     pub(crate) tests: bool,
+    bindings: super::bindings::Lookup,
 }
 
 /// A workspace package that builds a kernel module.
@@ -86,6 +87,7 @@ impl Project {
             modules,
             package_dirs,
             tests: false,
+            bindings: Default::default(),
         })
     }
 
@@ -129,6 +131,12 @@ impl Project {
             tests: true,
             ..self.clone()
         }
+    }
+
+    /// The crates of the modules' graph whose build scripts the driver
+    /// stands in for (see [`super::bindings`]).
+    pub(crate) fn bindings_crates(&self) -> Result<&[super::bindings::BindingsCrate]> {
+        self.bindings.get(&self.manifest)
     }
 
     /// `target/kmod`.

@@ -118,7 +118,9 @@ fn check(project: &Utf8Path, path: &str, command: &[String], tree: &KernelTree) 
     let (ok, messages, stderr) = run_command(project, path, command, tree)?;
     ensure!(ok, "{command:?} failed for {}:\n{stderr}", tree.release);
     // What rust-analyzer takes from the build scripts: the runtime's
-    // OUT_DIR, with this kernel's bindings in it.
+    // OUT_DIR, with this kernel's bindings in it, and the variable naming
+    // them (cargo kmod stands in for the runtime's build script and says
+    // what it would have said).
     let runtime = messages
         .iter()
         .find(|m| {
@@ -139,6 +141,23 @@ fn check(project: &Utf8Path, path: &str, command: &[String], tree: &KernelTree) 
         .flatten()
         .any(|entry| entry.path().extension().is_some_and(|ext| ext == "rs"));
     ensure!(generated, "no bindings (.rs file) in {out_dir}");
+    let bindings = runtime["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find(|pair| pair[0] == kmod_build::BINDINGS_ENV)
+        .and_then(|pair| pair[1].as_str())
+        .with_context(|| {
+            format!(
+                "kmod-runtime's build script sets no {}",
+                kmod_build::BINDINGS_ENV
+            )
+        })?;
+    ensure!(
+        Utf8Path::new(bindings).is_file(),
+        "{} is {bindings}, which is not a file",
+        kmod_build::BINDINGS_ENV
+    );
     ensure!(
         messages
             .iter()

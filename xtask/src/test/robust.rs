@@ -10,7 +10,6 @@
 //! share, and with [`MARKER`]`=<id>` in its environment: every process the
 //! build starts inherits it, which is how leftovers are found in `/proc`.
 
-use std::collections::BTreeSet;
 use std::io::{BufRead, BufReader, Read};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -830,26 +829,11 @@ fn damaged(env: &Env, tree: &KernelTree, sysroot: Option<&Utf8PathBuf>) -> Resul
 }
 
 /// The entry of the bindings cache the runtime's build used: the one
-/// whose text is the runtime's `bindings.rs`.
+/// whose text is the runtime's `bindings.rs` (which the driver generates
+/// for the build-script override, see `kmod_build::driver::bindings`).
 fn bindings_entry(env: &Env, tree: &KernelTree, cache: &Utf8Path) -> Result<Utf8PathBuf> {
-    let build = env
-        .out(tree)
-        .join("cargo")
-        .join(tree.rust_target())
-        .join(kmod_build::driver::PROFILE_NAME)
-        .join("build");
-    let mut used = BTreeSet::new();
-    for entry in build
-        .read_dir_utf8()
-        .with_context(|| format!("reading {build}"))?
-        .flatten()
-    {
-        if entry.file_name().starts_with("kmod-runtime-") {
-            if let Ok(text) = std::fs::read(entry.path().join("out/bindings.rs")) {
-                used.insert(text);
-            }
-        }
-    }
+    let generated = env.out(tree).join("bindings/kmod_runtime/bindings.rs");
+    let used = std::fs::read(&generated).with_context(|| format!("reading {generated}"))?;
     for entry in cache
         .read_dir_utf8()
         .with_context(|| format!("reading {cache}"))?
@@ -860,13 +844,13 @@ fn bindings_entry(env: &Env, tree: &KernelTree, cache: &Utf8Path) -> Result<Utf8
             // An entry is its contents after a checksum line.
             let bytes = std::fs::read(entry.path()).unwrap_or_default();
             if let Ok(text) = kmod_build::parse_cache_entry(&bytes) {
-                if used.contains(text.as_bytes()) {
+                if used == text.as_bytes() {
                     return Ok(entry.into_path());
                 }
             }
         }
     }
-    bail!("no entry of {cache} holds the runtime's bindings.rs (in {build})")
+    bail!("no entry of {cache} holds the runtime's {generated}")
 }
 
 /// `libcore-*.rlib` of `sysroot` for the tree's target.

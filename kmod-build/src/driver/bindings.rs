@@ -1,0 +1,181 @@
+//! Bindings of the crates that declare them as data: a `links` key and
+//! `[package.metadata.kmod-build] bindings = "<file>"` (read by
+//! [`Build::from_spec`]). The driver generates them for each tree itself
+//! and hands them to cargo as build-script overrides, so a module build
+//! compiles neither those build scripts nor their dependencies (bindgen,
+//! kmod-build): a kernel's first build, and a DKMS package, need none of
+//! them.
+
+use std::sync::Arc;
+
+use camino::{Utf8Path, Utf8PathBuf};
+
+use super::project::Project;
+use crate::build_script::{Build, Generated};
+use crate::error::{Error, Result};
+use crate::tree::KernelTree;
+
+/// The manifest's `package.metadata` table the driver reads.
+const METADATA_KEY: &str = "kmod-build";
+
+/// A crate whose build script the driver stands in for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BindingsCrate {
+    /// Cargo's package id (what its JSON messages name the package by).
+    pub package_id: String,
+    /// Its `links` value: the key of the override.
+    pub links: String,
+    /// Its bindings spec.
+    pub spec: Utf8PathBuf,
+}
+
+impl BindingsCrate {
+    /// `package`'s declaration, if it makes one: both keys are needed, as
+    /// cargo overrides only build scripts of crates with `links`.
+    pub fn of(package: &cargo_metadata::Package) -> Option<BindingsCrate> {
+        let links = package.links.clone()?;
+        let file = package
+            .metadata
+            .get(METADATA_KEY)?
+            .get("bindings")?
+            .as_str()?;
+        Some(BindingsCrate {
+            package_id: package.id.repr.clone(),
+            links,
+            spec: package.manifest_path.parent()?.join(file),
+        })
+    }
+
+    /// Every crate of `manifest`'s dependency graph that declares its
+    /// bindings.
+    pub fn find(manifest: &Utf8Path) -> Result<Vec<BindingsCrate>> {
+        let metadata = cargo_metadata::MetadataCommand::new()
+            .manifest_path(manifest)
+            .exec()
+            .map_err(|error| Error::Project {
+                why: match &error {
+                    cargo_metadata::Error::CargoMetadata { stderr } => stderr.trim().to_owned(),
+                    other => other.to_string(),
+                },
+            })?;
+        Ok(metadata
+            .packages
+            .iter()
+            .filter_map(BindingsCrate::of)
+            .collect())
+    }
+}
+
+/// The overrides of one tree's build.
+#[derive(Debug, Default)]
+pub(crate) struct Overrides {
+    /// The cargo config that sets them (`--config <file>`); `None` when no
+    /// crate declares its bindings.
+    pub config: Option<Utf8PathBuf>,
+    /// The C shims to link with the module.
+    pub shims: Vec<Utf8PathBuf>,
+    /// The `build-script-executed` messages cargo would have printed for
+    /// the scripts had they run (cargo prints none for overridden ones):
+    /// what rust-analyzer learns a crate's env and cfgs from.
+    pub messages: Vec<String>,
+}
+
+/// The overrides of `project`'s builds for `tree` (with the Rust target
+/// `target`): files in the tree's output directory, bindgen's cache with
+/// the project's other caches.
+pub(crate) fn for_tree(project: &Project, tree: &KernelTree, target: &str) -> Result<Overrides> {
+    generate(
+        project.bindings_crates()?,
+        tree,
+        target,
+        &project.output_dir(tree).join("bindings"),
+        &project.cache_dir().join(&tree.release),
+    )
+}
+
+/// Generates the bindings of `crates` for `tree` into `dir/<links>/` and
+/// the config overriding their build scripts for `target` into `dir`;
+/// bindgen's output is kept in `cache_dir`. Files are rewritten only when
+/// they change, so nothing is recompiled for a tree whose bindings stand.
+fn generate(
+    crates: &[BindingsCrate],
+    tree: &KernelTree,
+    target: &str,
+    dir: &Utf8Path,
+    cache_dir: &Utf8Path,
+) -> Result<Overrides> {
+    if crates.is_empty() {
+        return Ok(Overrides::default());
+    }
+    let mut overrides = Overrides::default();
+    let mut targets = toml::Table::new();
+    for declared in crates {
+        let out_dir = dir.join(&declared.links);
+        let generated = Build::from_spec(&declared.spec)?.generate(tree, &out_dir, cache_dir)?;
+        targets.insert(declared.links.clone(), override_table(&generated).into());
+        overrides
+            .messages
+            .push(executed_message(declared, &generated, &out_dir));
+        overrides.shims.extend(generated.shim);
+    }
+    let config = toml::Table::from_iter([(
+        "target".to_owned(),
+        toml::Table::from_iter([(target.to_owned(), targets.into())]).into(),
+    )]);
+    let path = dir.join("overrides.toml");
+    let text = format!(
+        "# Written by kmod-build for {}: the build scripts cargo kmod stands in for.\n{}",
+        tree.release,
+        toml::to_string(&config).map_err(|e| Error::Internal {
+            what: format!("writing {path}: {e}"),
+        })?
+    );
+    crate::build_script::write_if_changed(&path, &text)?;
+    overrides.config = Some(path);
+    Ok(overrides)
+}
+
+/// `[target.<target>.<links>]`: what the build script would print.
+fn override_table(generated: &Generated) -> toml::Table {
+    let strings = |values: &[String]| {
+        toml::Value::Array(values.iter().cloned().map(toml::Value::String).collect())
+    };
+    let env: toml::Table = generated
+        .env
+        .iter()
+        .map(|(key, value)| (key.clone(), toml::Value::String(value.clone())))
+        .collect();
+    toml::Table::from_iter([
+        ("rustc-cfg".to_owned(), strings(&generated.cfgs)),
+        ("rustc-check-cfg".to_owned(), strings(&generated.check_cfgs)),
+        ("rustc-env".to_owned(), env.into()),
+    ])
+}
+
+fn executed_message(declared: &BindingsCrate, generated: &Generated, out_dir: &Utf8Path) -> String {
+    serde_json::json!({
+        "reason": "build-script-executed",
+        "package_id": declared.package_id,
+        "linked_libs": [],
+        "linked_paths": [],
+        "cfgs": generated.cfgs,
+        "env": generated.env,
+        "out_dir": out_dir,
+    })
+    .to_string()
+}
+
+/// The bindings crates of a project, looked up once (a `cargo metadata`
+/// of the whole graph) by the first build that compiles.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Lookup(Arc<std::sync::OnceLock<Vec<BindingsCrate>>>);
+
+impl Lookup {
+    pub fn get(&self, manifest: &Utf8Path) -> Result<&[BindingsCrate]> {
+        if let Some(found) = self.0.get() {
+            return Ok(found);
+        }
+        let found = BindingsCrate::find(manifest)?;
+        Ok(self.0.get_or_init(|| found))
+    }
+}
