@@ -211,12 +211,43 @@ fn script(ko: &str, name: &str, options: &RunOptions) -> Result<String> {
         // A session with job control on the console, then back here.
         script.push_str(&format!("echo '{SHELL_MARKER}'\nsetsid cttyhack sh -l\n"));
     }
-    script.push_str(&format!(
+    script.push_str(&unload_script(name));
+    Ok(script)
+}
+
+/// The end of a guest's script: unload `name`, then what the kernel
+/// printed doing it (see [`unloaded`]).
+pub(crate) fn unload_script(name: &str) -> String {
+    format!(
         "dmesg -c >/dev/null\n\
          section {RMMOD} rmmod {name}\n\
          section {UNLOAD_LOG} dmesg -r\n"
-    ));
-    Ok(script)
+    )
+}
+
+/// Whether [`unload_script`]'s unload was clean: rmmod succeeded and the
+/// kernel printed no warning, oops or leak doing it. How many lines it
+/// printed if so.
+pub(crate) fn unloaded(log: &GuestLog, name: &str, release: &str) -> Result<usize> {
+    let rmmod = log.expect_section(RMMOD)?;
+    if rmmod.rc != 0 {
+        return Err(log.error(format!(
+            "rmmod {name} exited {}: {}",
+            rmmod.rc,
+            rmmod.output.trim()
+        )));
+    }
+    let unload = log.expect_section(UNLOAD_LOG)?.output;
+    if let Some(line) = qemu::first_problem(unload.lines()) {
+        return Err(log.error(format!(
+            "unloading {name}, the {release} kernel printed `{}`",
+            line.trim()
+        )));
+    }
+    Ok(unload
+        .lines()
+        .filter(|line| !line.trim().is_empty())
+        .count())
 }
 
 /// What the guest's console shows: what the script printed, judged.
@@ -268,25 +299,7 @@ fn verdict(
             line.trim()
         )));
     }
-    let rmmod = log.expect_section(RMMOD)?;
-    if rmmod.rc != 0 {
-        return Err(log.error(format!(
-            "rmmod {name} exited {}: {}",
-            rmmod.rc,
-            rmmod.output.trim()
-        )));
-    }
-    let unload = log.expect_section(UNLOAD_LOG)?.output;
-    if let Some(line) = qemu::first_problem(unload.lines()) {
-        return Err(log.error(format!(
-            "unloading {name}, the {release} kernel printed `{}`",
-            line.trim()
-        )));
-    }
-    let lines = unload
-        .lines()
-        .filter(|line| !line.trim().is_empty())
-        .count();
+    let lines = unloaded(log, name, release)?;
     reporter.status(
         "Unloaded",
         &format!(

@@ -5,7 +5,10 @@
 //! print), reported the way libtest reports.
 //!
 //! The guest boots with `oops=panic`: an oops in a test (which would
-//! leave its runner waiting) ends the run at once, naming the test.
+//! leave its runner waiting) ends the run at once, naming the test. After
+//! the tests the module is unloaded, and what the kernel printed doing it
+//! judged as `cargo kmod run` judges it: a warning or a leak (a test that
+//! failed ends its thread without dropping what it held) fails the run.
 
 use std::io::{self, Write};
 use std::sync::Mutex;
@@ -15,7 +18,7 @@ use super::build::{build, BuildOptions};
 use super::project::{ModuleCrate, Project};
 use super::qemu::{self, Console, Guest};
 use super::report::{Artifact, Reporter};
-use super::run::tree_of;
+use super::run::{tree_of, unload_script, unloaded};
 use crate::error::{Error, Result};
 
 /// What `test` is asked for.
@@ -60,8 +63,15 @@ pub fn test(
     let mut errors = Vec::new();
     for artifact in &artifacts {
         match test_in(artifact, options, reporter) {
-            Ok(0) => {}
-            Ok(count) => failed.push(format!("{count} failed on {}", artifact.release)),
+            Ok(outcome) => {
+                let release = &artifact.release;
+                if outcome.failed > 0 {
+                    failed.push(format!("{} failed on {release}", outcome.failed));
+                }
+                if let Some(problem) = outcome.unload_problem {
+                    failed.push(format!("after them, on {release}: {problem}"));
+                }
+            }
             Err(Error::Interrupted) => return Err(Error::Interrupted),
             Err(error) => errors.push(error),
         }
@@ -94,8 +104,20 @@ pub(crate) fn check_suite(staticlib: &camino::Utf8Path, module: &ModuleCrate) ->
     }
 }
 
-/// One kernel: boot, load (which runs the tests), report; how many failed.
-fn test_in(artifact: &Artifact, options: &TestOptions, reporter: &dyn Reporter) -> Result<usize> {
+/// What one kernel made of the tests.
+struct KernelOutcome {
+    /// How many tests failed.
+    failed: usize,
+    /// What unloading the module after them printed, if not clean.
+    unload_problem: Option<String>,
+}
+
+/// One kernel: boot, load (which runs the tests), report, unload.
+fn test_in(
+    artifact: &Artifact,
+    options: &TestOptions,
+    reporter: &dyn Reporter,
+) -> Result<KernelOutcome> {
     let tree = tree_of(&artifact.release, &options.build.kernels)?;
     let ko = &artifact.path;
     let file_name = ko.file_name().ok_or_else(|| Error::Internal {
@@ -112,7 +134,9 @@ fn test_in(artifact: &Artifact, options: &TestOptions, reporter: &dyn Reporter) 
         "cd /\n\
          # The tests' lines on the console as they are printed.\n\
          dmesg -n 8\n\
-         section {INSMOD} insmod /modules/{file_name}{filter}\n"
+         section {INSMOD} insmod /modules/{file_name}{filter} || exit 1\n\
+         {unload}",
+        unload = unload_script(&name),
     );
     let mut guest = Guest::new(&tree.image());
     guest
@@ -181,7 +205,28 @@ fn test_in(artifact: &Artifact, options: &TestOptions, reporter: &dyn Reporter) 
             tree.release
         )));
     }
-    Ok(failed)
+    let unload_problem = match unloaded(&log, &name, &tree.release) {
+        Ok(lines) => {
+            reporter.status(
+                "Unloaded",
+                &format!(
+                    "{name} ({}): the kernel printed {lines} line(s), no warning, oops or leak",
+                    tree.release
+                ),
+            );
+            None
+        }
+        Err(Error::Guest { why, .. }) => {
+            writeln!(out, "unload after the tests ... FAILED: {why}")
+                .map_err(|e| Error::io("stdout", e))?;
+            Some(why)
+        }
+        Err(other) => return Err(other),
+    };
+    Ok(KernelOutcome {
+        failed,
+        unload_problem,
+    })
 }
 
 /// One test's outcome.

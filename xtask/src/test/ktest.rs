@@ -1,8 +1,10 @@
 //! `cargo kmod test`: a project made by `cargo kmod new` (whose template
 //! has one passing in-kernel test) gets one failing test planted; each
 //! kernel must report exactly "1 passed; 1 failed" with the failure's
-//! message, and the command must exit 101. Then the examples' own
-//! in-kernel tests must all pass on every kernel.
+//! message, and the command must exit 101. A passing test that leaks an
+//! allocation, run alone (a filter), must fail the run too: the module is
+//! unloaded after its tests and the runtime reports the leak. Then the
+//! examples' own in-kernel tests must all pass on every kernel.
 
 use anyhow::{ensure, Context, Result};
 use camino::Utf8PathBuf;
@@ -15,6 +17,10 @@ use crate::project_root;
 
 const NAME: &str = "kmod-ktest";
 const PLANTED: &str = "planted failure";
+/// The test that passes but leaks (`black_box`: an allocation nothing
+/// reads would be optimized away), and what unloading must report.
+const LEAKS: &str = "#[test]\n    fn leaks() {\n        core::mem::forget(core::hint::black_box(alloc::vec![1u8; 16]));\n    }\n";
+const LEAK_REPORT: &str = "memory leak: 1 allocation(s) still live after exit";
 
 pub fn run(sh: &Shell, trees: &[KernelTree], results: &mut Results) {
     let output = tempfile::Builder::new()
@@ -34,6 +40,14 @@ pub fn run(sh: &Shell, trees: &[KernelTree], results: &mut Results) {
             .map_err(|e| anyhow::anyhow!("{e:#}"))
             .and_then(|output| per_kernel(output, release));
         results.record(format!("boot::cargo_kmod_test::{release}"), result);
+    }
+    for tree in trees {
+        let release = &tree.release;
+        let result = output
+            .as_ref()
+            .map_err(|e| anyhow::anyhow!("{e:#}"))
+            .and_then(|output| leak_reported(output, release));
+        results.record(format!("boot::cargo_kmod_test_leak::{release}"), result);
     }
     let examples: Vec<(&str, Result<(String, usize)>)> = EXAMPLES_WITH_TESTS
         .iter()
@@ -101,7 +115,8 @@ fn example_passed(example: &str, output: &str, tests: usize, release: &str) -> R
 }
 
 /// `cargo kmod new`, a failing test planted beside the template's, then
-/// `cargo kmod test` on every tree: its output (stdout and stderr).
+/// `cargo kmod test` on every tree; then [`LEAKS`] planted and run alone.
+/// Both runs' output (stdout and stderr), one after the other.
 fn test_new_project(sh: &Shell, parent: &camino::Utf8Path, trees: &[KernelTree]) -> Result<String> {
     let root = project_root();
     let path = cargo_kmod_path(sh)?;
@@ -123,11 +138,26 @@ fn test_new_project(sh: &Shell, parent: &camino::Utf8Path, trees: &[KernelTree])
     );
     std::fs::write(&lib, planted).with_context(|| format!("writing {lib}"))?;
     let _in_project = sh.push_dir(&dir);
+    let first = cargo_kmod_test(sh, &path, trees, &[])?;
+    let with_leak = std::fs::read_to_string(&lib)
+        .with_context(|| format!("reading {lib}"))?
+        .replacen("mod tests {\n", &format!("mod tests {{\n    {LEAKS}"), 1);
+    std::fs::write(&lib, with_leak).with_context(|| format!("writing {lib}"))?;
+    let second = cargo_kmod_test(sh, &path, trees, &["leaks"])?;
+    Ok(format!("{first}{LEAK_RUN}{second}"))
+}
+
+/// Where the second run's output starts in [`test_new_project`]'s.
+const LEAK_RUN: &str = "\n==== the leaking test alone\n";
+
+/// `cargo kmod test [ARGS] --kernel ...` in the current directory, which
+/// must exit 101: its stdout and stderr.
+fn cargo_kmod_test(sh: &Shell, path: &str, trees: &[KernelTree], args: &[&str]) -> Result<String> {
     let kernels = trees
         .iter()
         .flat_map(|tree| ["--kernel", tree.release.as_str()]);
-    let output = cmd!(sh, "cargo kmod test {kernels...}")
-        .env("PATH", &path)
+    let output = cmd!(sh, "cargo kmod test {kernels...} {args...}")
+        .env("PATH", path)
         .ignore_status()
         .output()
         .context("cargo kmod test in the new project")?;
@@ -138,14 +168,45 @@ fn test_new_project(sh: &Shell, parent: &camino::Utf8Path, trees: &[KernelTree])
     );
     ensure!(
         output.status.code() == Some(101),
-        "cargo kmod test exited {} (expected 101 for failed tests):\n{text}",
+        "cargo kmod test {args:?} exited {} (expected 101 for failed tests):\n{text}",
         output.status
     );
     Ok(text)
 }
 
+/// The leaking test passed alone on `release`, and the unload after it
+/// reported its allocation.
+fn leak_reported(output: &str, release: &str) -> Result<()> {
+    let (_, output) = output
+        .split_once(LEAK_RUN)
+        .with_context(|| format!("no second run in:\n{output}"))?;
+    let start = format!("running 1 tests ({release})");
+    let report = output
+        .split_once(&start)
+        .map(|(_, rest)| rest)
+        .with_context(|| format!("no `{start}` in:\n{output}"))?;
+    let report = report
+        .split_once("\nrunning ")
+        .map_or(report, |(report, _)| report);
+    for expected in [
+        "test tests::leaks ... ok",
+        "test result: ok. 1 passed; 0 failed; 2 filtered out;",
+        "unload after the tests ... FAILED",
+        LEAK_REPORT,
+    ] {
+        ensure!(
+            report.contains(expected),
+            "no `{expected}` in the {release} report:\n{report}"
+        );
+    }
+    Ok(())
+}
+
 /// The report of one kernel: both tests, the counts, the message.
 fn per_kernel(output: &str, release: &str) -> Result<()> {
+    let output = output
+        .split_once(LEAK_RUN)
+        .map_or(output, |(first, _)| first);
     let start = format!("running 2 tests ({release})");
     let report = output
         .split_once(&start)
