@@ -151,5 +151,16 @@ fn main() {
             "void kmod_local_irq_restore(unsigned long flags)",
             "local_irq_restore(flags);",
         )
+        // Array parameters and sysfs attribute groups (`param.rs`, `sysfs.rs`).
+        .header("linux/kobject.h")
+        .header("linux/sysfs.h")
+        .allow_function("kobject_create_and_add|kobject_put|sysfs_create_group|sysfs_remove_group")
+        .allow_type("kparam_array|kobj_attribute|attribute_group")
+        .allow_var("param_array_ops|kernel_kobj")
+        .constant("PAGE_SIZE", "unsigned long")
+        .helper(
+            "void kmod_sysfs_attr_init(struct attribute *attr)",
+            "sysfs_attr_init(attr);\n\t(void)attr;",
+        )
         .build();
 }
