@@ -114,6 +114,9 @@ unsafe impl<T: Sync> Sync for Group<T> {}
 
 impl<T: Sync + 'static> Group<T> {
     /// Creates `/sys/kernel/<name>/` with `attributes` showing `data`.
+    /// ENOMEM if the kernel could not make the directory, for want of
+    /// memory or because `<name>` is taken (it does not say which; it logs
+    /// a duplicate).
     pub fn create(
         name: &CStr,
         data: Pin<Box<T>>,

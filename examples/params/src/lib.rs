@@ -125,6 +125,20 @@ mod tests {
         assert_eq!(greeting("kernel", true)?, "HELLO, KERNEL");
         Ok(())
     }
+
+    #[test]
+    fn stores_only_a_threshold_in_range() -> Result {
+        let shown = Shown {
+            greeting: String::new(),
+            threshold: AtomicI32::new(50),
+        };
+        store_threshold(&shown, b"42\n")?;
+        assert_eq!(store_threshold(&shown, b"bad\n"), Err(EINVAL));
+        assert_eq!(store_threshold(&shown, b"101"), Err(EINVAL));
+        assert_eq!(store_threshold(&shown, b"\xff"), Err(EINVAL));
+        assert_eq!(shown.threshold.load(Ordering::Relaxed), 42);
+        Ok(())
+    }
 }
 
 impl Drop for Params {
