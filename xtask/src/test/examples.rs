@@ -25,7 +25,9 @@ section params_level_set sh -c 'echo 7 >/sys/module/params/parameters/level && c
 section params_level_bad sh -c 'echo seven >/sys/module/params/parameters/level'
 section params_flags_set sh -c 'echo 1,0 >/sys/module/params/parameters/flags && cat /sys/module/params/parameters/flags'
 section params_flags_many sh -c 'echo 1,1,1,1 >/sys/module/params/parameters/flags'
-section params_flags_after sh -c 'echo y >/sys/module/params/parameters/flags && echo 1,0 >/sys/module/params/parameters/flags && cat /sys/module/params/parameters/flags'
+section params_flags_bad sh -c 'echo 0,x >/sys/module/params/parameters/flags'
+section params_flags_partial cat /sys/module/params/parameters/flags
+section params_flags_after sh -c 'echo 1,0 >/sys/module/params/parameters/flags && cat /sys/module/params/parameters/flags'
 section params_modes sh -c 'cd /sys/module/params/parameters && stat -c "%a %n" greetings level ports flags'
 section params_group sh -c 'cd /sys/kernel/params && stat -c "%a %n" * && cat greeting threshold'
 section params_threshold_set sh -c 'echo 42 >/sys/kernel/params/threshold && cat /sys/kernel/params/threshold'
@@ -229,6 +231,8 @@ fn params(log: &GuestLog, kernel_log: &str) -> Result<()> {
             ),
             ("params_level_set", "7\n"),
             ("params_flags_set", "Y,N\n"),
+            // The kernel's parser set the value before the bad one.
+            ("params_flags_partial", "N\n"),
             ("params_flags_after", "Y,N\n"),
             (
                 "params_modes",
@@ -249,6 +253,7 @@ fn params(log: &GuestLog, kernel_log: &str) -> Result<()> {
         log,
         &[
             ("params_flags_many", Some(Errno::EINVAL)),
+            ("params_flags_bad", Some(Errno::EINVAL)),
             ("params_threshold_bad", Some(Errno::EINVAL)),
             ("params_threshold_high", Some(Errno::EINVAL)),
         ],
