@@ -45,6 +45,13 @@ impl From<core::str::Utf8Error> for Error {
     }
 }
 
+/// Text that did not fit where it was written (a sysfs page).
+impl From<core::fmt::Error> for Error {
+    fn from(_: core::fmt::Error) -> Error {
+        EOVERFLOW
+    }
+}
+
 macro_rules! errnos {
     ($($name:ident),+) => {
         $(pub const $name: Error = Error(bindings::$name as c_int);)+

@@ -2,7 +2,8 @@
 //! author needs to write a driver without `extern "C"`, link sections or raw
 //! errno values.
 //!
-//! - [`module!`] declares the module (`.modinfo`, parameters, entry points);
+//! - [`module!`] declares the module (`.modinfo`, parameters and arrays
+//!   of them, entry points);
 //! - [`pr_info!`] and friends log through printk with the module's name;
 //! - a global allocator on the kernel's (`alloc`'s `Box`, `Vec`, `String`)
 //!   that never sleeps where it must not, with [`alloc::try_box`],
@@ -14,7 +15,8 @@
 //!   and `BUG()`s the calling task instead of taking the kernel down;
 //! - [`sync`] (spinlock, mutex), [`wait`] (wait queues, `poll`),
 //!   [`miscdev`] (`/dev/<name>` devices), [`timer`], [`workqueue`] (work
-//!   run in process context), [`completion`], [`procfs`], built in place and pinned ([`types::Opaque`],
+//!   run in process context), [`completion`], [`procfs`], [`sysfs`]
+//!   (attribute files in `/sys/kernel/<name>/`), built in place and pinned ([`types::Opaque`],
 //!   `pinned-init`) where the C object points to itself.
 //!
 //! Safe code using it cannot corrupt the kernel's memory, with the
@@ -38,6 +40,7 @@ pub mod param;
 pub mod print;
 pub mod procfs;
 pub mod sync;
+pub mod sysfs;
 #[cfg(kmod_test)]
 pub mod test;
 pub mod timer;

@@ -31,7 +31,10 @@ pub trait Module: Sized + Send + Sync {
 /// Parameters are read with `params::count.get()`; their kinds are the
 /// kernel's `param_ops_*` names (`int`, `bool`, `charp`). A parameter
 /// ending in `, writable` (`level: int = 0, "Verbosity", writable;`) is
-/// mode 0644 in sysfs, a [`Writable`](crate::param::Writable).
+/// mode 0644 in sysfs, a [`Writable`](crate::param::Writable). An array
+/// of up to `N` `int`s or `bool`s is `ports: [int; 4] = [0; 4], "Ports";`,
+/// an [`Array`](crate::param::Array) (`writable`: a
+/// [`WritableArray`](crate::param::WritableArray)), given as `ports=80,443`.
 /// `name` must be the crate's name, which Kbuild gives the `.ko`.
 #[macro_export]
 macro_rules! module {
@@ -42,7 +45,7 @@ macro_rules! module {
         author: $author:literal,
         description: $description:literal,
         $(params: {
-            $($param:ident: $kind:ident = $default:expr, $param_description:literal $(, $writable:ident)?;)+
+            $($param:ident: $kind:tt = $default:expr, $param_description:literal $(, $writable:ident)?;)+
         },)?
     ) => {
         const _: () = ::core::assert!(
@@ -57,7 +60,7 @@ macro_rules! module {
             "author=", $author, "\0",
             "description=", $description, "\0",
             $($(
-                "parmtype=", ::core::stringify!($param), ":", ::core::stringify!($kind), "\0",
+                "parmtype=", ::core::stringify!($param), ":", $crate::__kmod_parmtype!($kind), "\0",
                 "parm=", ::core::stringify!($param), ":", $param_description, "\0",
             )+)?
         );
@@ -79,7 +82,7 @@ macro_rules! module {
             pub static __kmod_params: [$crate::param::KernelParam; [$(::core::stringify!($param)),+].len()] = [
                 $($crate::__kmod_param!(
                     @entry ::core::concat!(::core::stringify!($param), "\0"),
-                    &params::$param $(, $writable)?
+                    &params::$param, $kind $(, $writable)?
                 )),+
             ];
         )?
@@ -147,10 +150,20 @@ macro_rules! module {
     };
 }
 
-/// One parameter of [`module!`]: read-only, or `writable`.
+/// One parameter of [`module!`]: read-only, or `writable`; an array, or not.
 #[doc(hidden)]
 #[macro_export]
 macro_rules! __kmod_param {
+    ($param:ident, [$kind:ident; $len:expr], $default:expr) => {
+        #[allow(non_upper_case_globals)]
+        pub static $param: $crate::param::Array<$crate::param::$kind, { $len }> =
+            $crate::param::Array::new($default);
+    };
+    ($param:ident, [$kind:ident; $len:expr], $default:expr, writable) => {
+        #[allow(non_upper_case_globals)]
+        pub static $param: $crate::param::WritableArray<$crate::param::$kind, { $len }> =
+            $crate::param::WritableArray::new($default);
+    };
     ($param:ident, $kind:ident, $default:expr) => {
         #[allow(non_upper_case_globals)]
         pub static $param: $crate::param::Param<$crate::param::$kind> =
@@ -161,10 +174,33 @@ macro_rules! __kmod_param {
         pub static $param: $crate::param::Writable<$crate::param::$kind> =
             $crate::param::Writable::<$crate::param::$kind>::new($default);
     };
-    (@entry $name:expr, $value:expr) => {
+    (@entry $name:expr, $value:expr, [$kind:ident; $len:expr]) => {{
+        static ARRAY: $crate::param::KernelParamArray<0o444> =
+            $crate::param::KernelParamArray::new($value);
+        $crate::param::KernelParam::array($name, &ARRAY)
+    }};
+    (@entry $name:expr, $value:expr, [$kind:ident; $len:expr], writable) => {{
+        static ARRAY: $crate::param::KernelParamArray<0o644> =
+            $crate::param::KernelParamArray::writable($value);
+        $crate::param::KernelParam::array($name, &ARRAY)
+    }};
+    (@entry $name:expr, $value:expr, $kind:ident) => {
         $crate::param::KernelParam::new($name, $value)
     };
-    (@entry $name:expr, $value:expr, writable) => {
+    (@entry $name:expr, $value:expr, $kind:ident, writable) => {
         $crate::param::KernelParam::writable($name, $value)
+    };
+}
+
+/// A parameter's `parmtype` in `.modinfo`, as C's `module_param_array`
+/// writes it (`array of int`).
+#[doc(hidden)]
+#[macro_export]
+macro_rules! __kmod_parmtype {
+    ([$kind:ident; $len:expr]) => {
+        ::core::concat!("array of ", ::core::stringify!($kind))
+    };
+    ($kind:ident) => {
+        ::core::stringify!($kind)
     };
 }

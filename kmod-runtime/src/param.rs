@@ -6,9 +6,14 @@
 //! `/sys/module/<name>/parameters/` at any time, by the kernel's own parser
 //! (a bad value is EINVAL) under `kernel_param_lock`, which its readers
 //! take too: they may sleep, so they are for process context.
+//!
+//! An [`Array`] (`ports: [int; 4] = [0; 4]` in `module!`) or
+//! [`WritableArray`] holds up to `N` values the kernel's `param_array_ops`
+//! parses from a comma-separated list (`ports=80,443`), and how many were
+//! given; more than `N`, or one the element's parser refuses, is EINVAL.
 
 use core::cell::UnsafeCell;
-use core::ffi::{c_char, c_int, c_void, CStr};
+use core::ffi::{c_char, c_int, c_uint, c_void, CStr};
 
 use crate::bindings;
 
@@ -152,6 +157,136 @@ impl Writable<charp> {
     }
 }
 
+/// A kind arrays may hold: `int` and `bool` (a `charp` array would need
+/// its strings freed one by one).
+pub trait ArrayKind: Kind<Storage: Copy> {
+    /// The longest text its `get` writes for one value (`-2147483648\n`):
+    /// `param_array_get` gives each value's `get` the rest of the page as if
+    /// it were a whole page, so the whole array's text must fit in one.
+    const MAX_TEXT: usize;
+}
+
+impl ArrayKind for int {
+    const MAX_TEXT: usize = 12;
+}
+
+impl ArrayKind for bool {
+    const MAX_TEXT: usize = 2;
+}
+
+/// The smallest page of the kernels the runtime builds for.
+const MIN_PAGE_SIZE: usize = 4096;
+
+/// An array parameter's values and how many `insmod` gave (all `N`, the
+/// defaults, if it gave none).
+#[repr(C)]
+pub struct Array<K: ArrayKind, const N: usize> {
+    values: UnsafeCell<[K::Storage; N]>,
+    num: UnsafeCell<c_uint>,
+}
+
+// SAFETY: as `Param`: written before init only, read afterwards.
+unsafe impl<K: ArrayKind, const N: usize> Sync for Array<K, N> {}
+
+/// `N` values, all of whose text fits in a page (see
+/// [`ArrayKind::MAX_TEXT`]).
+const fn check_len<K: ArrayKind>(n: usize) {
+    assert!(
+        n >= 1 && n * K::MAX_TEXT < MIN_PAGE_SIZE,
+        "an array parameter holds 1 to a page's worth of values"
+    );
+}
+
+impl<K: ArrayKind, const N: usize> Array<K, N> {
+    pub const fn new(default: [K::Storage; N]) -> Self {
+        const { check_len::<K>(N) };
+        Array {
+            values: UnsafeCell::new(default),
+            num: UnsafeCell::new(N as c_uint),
+        }
+    }
+
+    /// The values given (or the defaults).
+    pub fn get(&self) -> &[K::Storage] {
+        // SAFETY: see `Sync`.
+        unsafe { given(&self.values, &self.num) }
+    }
+}
+
+/// The first `num` of `values`, which nothing writes while the result
+/// lives (the caller's promise); `param_array` never counts past `N`.
+unsafe fn given<'a, T, const N: usize>(
+    values: &'a UnsafeCell<[T; N]>,
+    num: &UnsafeCell<c_uint>,
+) -> &'a [T] {
+    // SAFETY: no write meanwhile (see above).
+    let (values, num) = unsafe { (&*values.get(), *num.get()) };
+    &values[..num as usize]
+}
+
+/// An array parameter sysfs may set while the module runs. A write the
+/// kernel refuses (EINVAL) may have set the values before the bad one.
+#[repr(C)]
+pub struct WritableArray<K: ArrayKind, const N: usize> {
+    values: UnsafeCell<[K::Storage; N]>,
+    num: UnsafeCell<c_uint>,
+}
+
+// SAFETY: as `Writable`: every access holds kernel_param_lock.
+unsafe impl<K: ArrayKind, const N: usize> Sync for WritableArray<K, N> {}
+
+impl<K: ArrayKind, const N: usize> WritableArray<K, N> {
+    pub const fn new(default: [K::Storage; N]) -> Self {
+        const { check_len::<K>(N) };
+        WritableArray {
+            values: UnsafeCell::new(default),
+            num: UnsafeCell::new(N as c_uint),
+        }
+    }
+
+    /// Calls `f` with the values sysfs last set, lent while the lock is
+    /// held so that no write changes them meanwhile.
+    pub fn with<R>(&self, f: impl FnOnce(&[K::Storage]) -> R) -> R {
+        let _lock = ParamLock::new();
+        // SAFETY: see `Sync`.
+        f(unsafe { given(&self.values, &self.num) })
+    }
+}
+
+/// The `struct kparam_array` of an array parameter, with the mode of its
+/// sysfs file (0444 for an [`Array`], 0644 for a [`WritableArray`]).
+#[repr(transparent)]
+pub struct KernelParamArray<const PERM: u16>(bindings::kparam_array);
+
+// SAFETY: the kernel reads the entry; nothing in Rust touches it.
+unsafe impl<const PERM: u16> Sync for KernelParamArray<PERM> {}
+
+impl KernelParamArray<0o444> {
+    pub const fn new<K: ArrayKind, const N: usize>(value: &'static Array<K, N>) -> Self {
+        Self::entry::<K, N>(value.values.get().cast(), value.num.get())
+    }
+}
+
+impl KernelParamArray<0o644> {
+    pub const fn writable<K: ArrayKind, const N: usize>(
+        value: &'static WritableArray<K, N>,
+    ) -> Self {
+        Self::entry::<K, N>(value.values.get().cast(), value.num.get())
+    }
+}
+
+impl<const PERM: u16> KernelParamArray<PERM> {
+    const fn entry<K: ArrayKind, const N: usize>(elem: *mut c_void, num: *mut c_uint) -> Self {
+        KernelParamArray(bindings::kparam_array {
+            max: N as c_uint,
+            elemsize: core::mem::size_of::<K::Storage>() as c_uint,
+            num,
+            ops: K::OPS,
+            elem,
+        })
+    }
+}
+
 /// One entry of the `__param` section.
 #[repr(transparent)]
 pub struct KernelParam(bindings::kernel_param);
@@ -170,16 +305,43 @@ impl KernelParam {
         Self::entry::<K>(name, value.0.get().cast(), 0o644)
     }
 
+    /// An array parameter, writable if its `kparam_array` is.
+    pub const fn array<const PERM: u16>(
+        name: &'static str,
+        array: &'static KernelParamArray<PERM>,
+    ) -> Self {
+        Self::with_ops(
+            name,
+            &raw const bindings::param_array_ops,
+            PERM,
+            bindings::kernel_param__bindgen_ty_1 { arr: &array.0 },
+        )
+    }
+
     const fn entry<K: Kind>(name: &'static str, arg: *mut c_void, perm: u16) -> Self {
+        Self::with_ops(
+            name,
+            K::OPS,
+            perm,
+            bindings::kernel_param__bindgen_ty_1 { arg },
+        )
+    }
+
+    const fn with_ops(
+        name: &'static str,
+        ops: *const bindings::kernel_param_ops,
+        perm: u16,
+        value: bindings::kernel_param__bindgen_ty_1,
+    ) -> Self {
         KernelParam(bindings::kernel_param {
             name: name.as_ptr().cast(),
             mod_: crate::this_module(),
-            ops: K::OPS,
+            ops,
             perm,
             // C's module_param: no parsing level, no flags.
             level: -1,
             flags: 0,
-            __bindgen_anon_1: bindings::kernel_param__bindgen_ty_1 { arg },
+            __bindgen_anon_1: value,
         })
     }
 }

@@ -17,13 +17,27 @@ const EXAMPLES: &[&str] = &["params", "chardev", "ticker", "counter", "worker"];
 
 const SCRIPT: &str = r#"
 section params_refused insmod /modules/params.ko greetings=99
-section params_load insmod /modules/params.ko greetings=3 shout=1 whom=kernel
-section params_sysfs sh -c 'for p in greetings shout whom; do echo "$p=$(cat /sys/module/params/parameters/$p)"; done'
+section params_ports_bad insmod /modules/params.ko ports=1,x
+section params_ports_many insmod /modules/params.ko ports=1,2,3,4,5
+section params_load insmod /modules/params.ko greetings=3 shout=1 whom=kernel ports=80,443
+section params_sysfs sh -c 'for p in greetings shout whom ports flags; do echo "$p=$(cat /sys/module/params/parameters/$p)"; done'
 section params_level_set sh -c 'echo 7 >/sys/module/params/parameters/level && cat /sys/module/params/parameters/level'
 section params_level_bad sh -c 'echo seven >/sys/module/params/parameters/level'
-section params_modes sh -c 'cd /sys/module/params/parameters && stat -c "%a %n" greetings level'
+section params_flags_set sh -c 'echo 1,0 >/sys/module/params/parameters/flags && cat /sys/module/params/parameters/flags'
+section params_flags_many sh -c 'echo 1,1,1,1 >/sys/module/params/parameters/flags'
+section params_flags_bad sh -c 'echo 0,x >/sys/module/params/parameters/flags'
+section params_flags_partial cat /sys/module/params/parameters/flags
+section params_flags_after sh -c 'echo 1,0 >/sys/module/params/parameters/flags && cat /sys/module/params/parameters/flags'
+section params_modes sh -c 'cd /sys/module/params/parameters && stat -c "%a %n" greetings level ports flags'
+section params_group sh -c 'cd /sys/kernel/params && stat -c "%a %n" * && cat greeting threshold'
+section params_threshold_set sh -c 'echo 42 >/sys/kernel/params/threshold && cat /sys/kernel/params/threshold'
+section params_threshold_bad sh -c 'echo bad >/sys/kernel/params/threshold'
+section params_threshold_high sh -c 'echo 101 >/sys/kernel/params/threshold'
+section params_threshold_kept cat /sys/kernel/params/threshold
+section params_greeting_ro sh -c 'echo hi >/sys/kernel/params/greeting'
 section params_unload rmmod params
 section params_gone ls -d /sys/module/params
+section params_group_gone ls -d /sys/kernel/params
 
 section chardev_load insmod /modules/chardev.ko
 section chardev_node ls -l /dev/chardev
@@ -198,16 +212,60 @@ fn params(log: &GuestLog, kernel_log: &str) -> Result<()> {
         "greetings=99: insmod gave {refused:?}"
     );
     expect_logged(kernel_log, 3, "] params: greetings=99 is not in 0..=10")?;
+    // A value the element's parser refuses, or more than the array holds.
+    for section in ["params_ports_bad", "params_ports_many"] {
+        let refused = log.expect_section(section)?.insmod();
+        ensure!(
+            refused == Ok(Some(Errno::EINVAL)),
+            "{section}: insmod gave {refused:?}"
+        );
+    }
+    expect_logged(kernel_log, 3, "ports: can only take 4 arguments")?;
     expect_output(
         log,
         &[
             ("params_load", ""),
-            ("params_sysfs", "greetings=3\nshout=Y\nwhom=kernel\n"),
+            (
+                "params_sysfs",
+                "greetings=3\nshout=Y\nwhom=kernel\nports=80,443\nflags=N,N,N\n",
+            ),
             ("params_level_set", "7\n"),
-            ("params_modes", "444 greetings\n644 level\n"),
+            ("params_flags_set", "Y,N\n"),
+            // The kernel's parser set the value before the bad one.
+            ("params_flags_partial", "N\n"),
+            ("params_flags_after", "Y,N\n"),
+            (
+                "params_modes",
+                "444 greetings\n644 level\n444 ports\n644 flags\n",
+            ),
+            (
+                "params_group",
+                "444 greeting\n644 threshold\nHELLO, KERNEL\n50\n",
+            ),
+            ("params_threshold_set", "42\n"),
+            // The refused writes left it as it was.
+            ("params_threshold_kept", "42\n"),
             ("params_unload", ""),
         ],
     )?;
+    expect_logged(kernel_log, 6, "] params: ports [80, 443]")?;
+    expect_failure(
+        log,
+        &[
+            ("params_flags_many", Some(Errno::EINVAL)),
+            ("params_flags_bad", Some(Errno::EINVAL)),
+            ("params_threshold_bad", Some(Errno::EINVAL)),
+            ("params_threshold_high", Some(Errno::EINVAL)),
+        ],
+    )?;
+    // 0444: not even root opens it for writing (EACCES).
+    let read_only = log.expect_section("params_greeting_ro")?;
+    ensure!(
+        read_only.rc != 0 && read_only.output.contains("Permission denied"),
+        "writing /sys/kernel/params/greeting: rc {}, {:?}",
+        read_only.rc,
+        read_only.output
+    );
     expect_logged(
         kernel_log,
         6,
@@ -223,8 +281,12 @@ fn params(log: &GuestLog, kernel_log: &str) -> Result<()> {
     // The kernel's parser refuses what is not an int; the module saw the
     // value sysfs set.
     expect_failure(log, &[("params_level_bad", Some(Errno::EINVAL))])?;
-    expect_logged(kernel_log, 6, "] params: unloaded at level 7")?;
-    expect_failure(log, &[("params_gone", None)])
+    expect_logged(
+        kernel_log,
+        6,
+        "] params: unloaded at level 7, flags [true, false], threshold 42",
+    )?;
+    expect_failure(log, &[("params_gone", None), ("params_group_gone", None)])
 }
 
 fn chardev(log: &GuestLog, kernel_log: &str) -> Result<()> {

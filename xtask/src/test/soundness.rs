@@ -61,6 +61,10 @@ const CASES: &[(&str, &str)] = &[
         "`*mut ()` cannot be sent between threads safely",
     ),
     ("completion_moved", "`PhantomPinned` cannot be unpinned"),
+    (
+        "sysfs_data_not_sync",
+        "`Cell<u32>` cannot be shared between threads safely",
+    ),
 ];
 
 const FIXTURE: &str = "soundness";
