@@ -35,7 +35,10 @@ pub trait File: Sized + Send + Sync + 'static {
     /// The new file's state. `shared` is only borrowed for the call (`Self`
     /// is `'static`): a [`Registration`] may be dropped while files are
     /// open, so what a file keeps of the shared data it must own, such as
-    /// a clone of an [`Arc`](crate::sync::Arc) in it.
+    /// a clone of an [`Arc`](crate::sync::Arc) in it. It runs under the
+    /// kernel's `misc_mtx`, which every misc device's open takes: it
+    /// should be short, and registering or dropping a [`Registration`]
+    /// there deadlocks.
     fn open(shared: &Self::Shared) -> impl PinInit<Self, Error>;
 
     /// Fills `to` (up to `to.len()` bytes); what was written is returned to
