@@ -1,7 +1,8 @@
-/* Reads /dev/worker, loaded with period_ms=2000, as the boot test expects:
- * an O_NONBLOCK read before the first line gives EAGAIN, a read a signal
- * interrupts (no SA_RESTART) EINTR, then blocking reads get line 0 and,
- * 3 bytes at a time, line 1. */
+/* Reads /dev/worker just after it was loaded with period_ms=2000 (line 0
+ * made, line 1 two seconds away), as the boot test expects: an O_NONBLOCK
+ * read of a new file gives EAGAIN (a file reads the lines made after its
+ * open), a read a signal interrupts (no SA_RESTART) EINTR, then blocking
+ * reads get line 1 and, 3 bytes at a time, line 2. */
 #include <errno.h>
 #include <fcntl.h>
 #include <signal.h>

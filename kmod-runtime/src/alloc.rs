@@ -198,7 +198,7 @@ pub fn try_reserve_in<T>(vec: &mut Vec<T>, additional: usize, flags: Flags) -> R
 }
 
 /// Uninitialised memory for a `T` from the global allocator.
-fn allocate<T>(flags: Flags) -> Result<*mut T> {
+pub(crate) fn allocate<T>(flags: Flags) -> Result<*mut T> {
     let layout = Layout::new::<T>();
     if layout.size() == 0 {
         return Ok(core::ptr::NonNull::dangling().as_ptr());

@@ -13,10 +13,11 @@
 //!   test` runs;
 //! - [`Error`] and [`Result`] carry errnos; a panic logs where it happened
 //!   and `BUG()`s the calling task instead of taking the kernel down;
-//! - [`sync`] (spinlock, mutex), [`wait`] (wait queues, `poll`),
-//!   [`miscdev`] (`/dev/<name>` devices), [`timer`], [`workqueue`] (work
-//!   run in process context), [`completion`], [`procfs`], [`sysfs`]
-//!   (attribute files in `/sys/kernel/<name>/`), built in place and pinned ([`types::Opaque`],
+//! - [`sync`] (spinlock, mutex, `Arc`), [`wait`] (wait queues, `poll`),
+//!   [`miscdev`] (`/dev/<name>` devices, data their files share),
+//!   [`timer`], [`workqueue`] (work run in process context),
+//!   [`completion`], [`procfs`], [`sysfs`] (attribute files in
+//!   `/sys/kernel/<name>/`), built in place and pinned ([`types::Opaque`],
 //!   `pinned-init`) where the C object points to itself.
 //!
 //! Safe code using it cannot corrupt the kernel's memory, with the

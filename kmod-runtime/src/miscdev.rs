@@ -1,6 +1,8 @@
-//! Misc devices: `/dev/<name>` with a [`File`] state per open file, which
-//! may block in `read` on a [`WaitQueue`](crate::wait::WaitQueue), answer
-//! `poll` and honour `O_NONBLOCK`.
+//! Misc devices: `/dev/<name>` with data all its open files share
+//! ([`File::Shared`], built with the [`Registration`]) and a [`File`] state
+//! per open file, which may block in `read` on a
+//! [`WaitQueue`](crate::wait::WaitQueue), answer `poll` and honour
+//! `O_NONBLOCK`.
 
 use alloc_crate::boxed::Box;
 use alloc_crate::vec::Vec;
@@ -9,11 +11,12 @@ use core::ffi::{c_char, c_int, c_long, c_uint, c_ulong, c_void, CStr};
 use core::marker::PhantomData;
 use core::mem::MaybeUninit;
 use core::pin::Pin;
+use core::ptr::NonNull;
 
-use pinned_init::PinInit;
+use pinned_init::{pin_init_from_closure, PinInit};
 use zerocopy::{FromBytes, Immutable, IntoBytes};
 
-use crate::alloc::{self, try_box, GFP_KERNEL};
+use crate::alloc::{self, GFP_KERNEL};
 use crate::error::{Error, Result, EFAULT, EINVAL, ENOSPC, ENOTTY};
 use crate::wait::{PollEvents, PollTable};
 use crate::{bindings, this_module};
@@ -23,7 +26,20 @@ use crate::{bindings, this_module};
 /// calls on the file, which may overlap (hence `Sync`: the state locks
 /// what it changes), and drops it on the last `close` (`release`).
 pub trait File: Sized + Send + Sync + 'static {
-    fn open() -> impl PinInit<Self, Error>;
+    /// The data the device's files share, built in place by
+    /// [`Registration::register`] and dropped after the device is gone.
+    /// `open` calls on several tasks see it at once (hence `Sync`), and
+    /// whoever drops the registration drops it (hence `Send`).
+    type Shared: Send + Sync;
+
+    /// The new file's state. `shared` is only borrowed for the call (`Self`
+    /// is `'static`): a [`Registration`] may be dropped while files are
+    /// open, so what a file keeps of the shared data it must own, such as
+    /// a clone of an [`Arc`](crate::sync::Arc) in it. It runs under the
+    /// kernel's `misc_mtx`, which every misc device's open takes: it
+    /// should be short, and registering or dropping a [`Registration`]
+    /// there deadlocks.
+    fn open(shared: &Self::Shared) -> impl PinInit<Self, Error>;
 
     /// Fills `to` (up to `to.len()` bytes); what was written is returned to
     /// `read(2)`, so nothing written means end of file. `flags` tell
@@ -239,38 +255,90 @@ impl UserSliceReader {
 }
 
 /// A registered misc device; deregistered (its `/dev` node removed) when
-/// dropped. Open files keep the module loaded (`owner`), so none outlives it.
+/// dropped, then its shared data is dropped. Open files keep the module
+/// loaded (`owner`), so none outlives the module; they may outlive the
+/// registration, which safe code may drop at any time.
 pub struct Registration<T: File> {
-    device: Pin<Box<UnsafeCell<bindings::miscdevice>>>,
-    _file: PhantomData<T>,
+    /// From a `Box`, kept raw: the kernel's `open` reads the shared data
+    /// on other tasks while the registration moves (a `Box` would claim
+    /// the memory as its own each time).
+    device: NonNull<Device<T>>,
+    _owns: PhantomData<Device<T>>,
 }
 
-// SAFETY: the kernel owns the registered device; Rust only deregisters it.
-unsafe impl<T: File> Sync for Registration<T> {}
+/// The `struct miscdevice` and, in the same allocation, the data `open`
+/// finds from it (`container_of`).
+struct Device<T: File> {
+    misc: UnsafeCell<bindings::miscdevice>,
+    shared: T::Shared,
+}
+
+// SAFETY: the kernel owns the registered device and misc_deregister may be
+// called on any task; dropping the registration drops the `T::Shared`
+// (`Send`).
 unsafe impl<T: File> Send for Registration<T> {}
+// SAFETY: a shared registration only gives `&T::Shared` (`Sync`).
+unsafe impl<T: File> Sync for Registration<T> {}
 
 impl<T: File> Registration<T> {
-    /// Registers `/dev/<name>` with a dynamic minor.
-    pub fn register(name: &'static CStr) -> Result<Self> {
-        let device = Box::into_pin(try_box(UnsafeCell::new(bindings::miscdevice {
+    /// Registers `/dev/<name>` with a dynamic minor, its shared data built
+    /// in place by `shared` (`()` when files share nothing); ENOMEM, the
+    /// initialiser's error or misc_register's.
+    pub fn register<E>(name: &'static CStr, shared: impl PinInit<T::Shared, E>) -> Result<Self>
+    where
+        Error: From<E>,
+    {
+        let misc = UnsafeCell::new(bindings::miscdevice {
             minor: bindings::MISC_DYNAMIC_MINOR as c_int,
             name: name.as_ptr(),
             fops: Vtable::<T>::build(),
             ..Default::default()
-        }))?);
-        // SAFETY: the device is pinned on the heap until `drop` deregisters it.
-        Error::from_return(unsafe { bindings::misc_register(device.get()) })?;
+        });
+        // SAFETY: each field is written once at its final, pinned place;
+        // when `shared` fails the miscdevice, plain data, needs no drop.
+        let device = unsafe {
+            pin_init_from_closure(move |slot: *mut Device<T>| {
+                (&raw mut (*slot).misc).write(misc);
+                shared
+                    .__pinned_init(&raw mut (*slot).shared)
+                    .map_err(Error::from)
+            })
+        };
+        let device = alloc::try_pin_init(device, GFP_KERNEL)?;
+        // SAFETY: the device stays where it is (pinned, then raw) until
+        // `drop` frees it after misc_deregister.
+        let device = unsafe { NonNull::from(Box::leak(Pin::into_inner_unchecked(device))) };
+        // SAFETY: a miscdevice filled in as misc_register expects, at its
+        // final address.
+        let registered = unsafe { bindings::misc_register((*device.as_ptr()).misc.get()) };
+        if let Err(error) = Error::from_return(registered) {
+            // SAFETY: not registered: nothing else refers to the device.
+            drop(unsafe { Box::from_raw(device.as_ptr()) });
+            return Err(error);
+        }
         Ok(Registration {
             device,
-            _file: PhantomData,
+            _owns: PhantomData,
         })
+    }
+
+    /// The data the device's files share.
+    pub fn shared(&self) -> &T::Shared {
+        // SAFETY: the device lives until `drop`; only `&` to it exist.
+        unsafe { &(*self.device.as_ptr()).shared }
     }
 }
 
 impl<T: File> Drop for Registration<T> {
     fn drop(&mut self) {
-        // SAFETY: registered in `register`.
-        unsafe { bindings::misc_deregister(self.device.get()) };
+        let device = self.device.as_ptr();
+        // SAFETY: registered in `register`. misc_deregister takes misc_mtx,
+        // which misc_open holds while it calls our `open`: once it returns,
+        // no `open` is using the shared data or can start.
+        unsafe { bindings::misc_deregister((*device).misc.get()) };
+        // SAFETY: from the Box of `register`; nothing refers to it any more
+        // (open files only own what `open` gave them).
+        drop(unsafe { Box::from_raw(device) });
     }
 }
 
@@ -314,11 +382,27 @@ unsafe extern "C" fn open<T: File>(
     _inode: *mut bindings::inode,
     file: *mut bindings::file,
 ) -> c_int {
-    match alloc::try_pin_init(T::open(), GFP_KERNEL) {
+    // SAFETY: misc_open (drivers/char/misc.c, 6.1 and 6.12) put the
+    // miscdevice it found in `private_data` before calling this, and these
+    // fops are only in the miscdevice of a `Device<T>` (`register`), so
+    // the device is found from its `misc` field. misc_open holds misc_mtx
+    // for the whole call and misc_deregister takes it, so the
+    // registration's `drop`, which frees the device only after
+    // misc_deregister, waits for this call to return: the shared data is
+    // valid for the call, and `T: 'static` keeps the state from
+    // borrowing it any longer.
+    let shared = unsafe {
+        let misc = (*file).private_data.cast::<bindings::miscdevice>();
+        let device = misc
+            .byte_sub(core::mem::offset_of!(Device<T>, misc))
+            .cast::<Device<T>>();
+        &(*device).shared
+    };
+    match alloc::try_pin_init(T::open(shared), GFP_KERNEL) {
         Ok(state) => {
-            // SAFETY: the file is being opened; misc_open put the device in
-            // `private_data`, which is ours to replace. The Box stays
-            // pinned: `release` only drops it.
+            // SAFETY: the file is being opened; misc_open's miscdevice in
+            // `private_data` is ours to replace. The Box stays pinned:
+            // `release` only drops it.
             unsafe {
                 (*file).private_data = Box::into_raw(Pin::into_inner_unchecked(state)).cast()
             };

@@ -1,6 +1,6 @@
 //! Locks: one [`Lock`] over a C lock [`Backend`]: [`SpinLock`] (any
 //! context, interrupts off while held) and [`Mutex`] (process context, may
-//! sleep while held).
+//! sleep while held); and [`Arc`], data shared by counted owners.
 //!
 //! A lock is `!Unpin` and only built in place ([`new_spinlock!`],
 //! [`new_mutex!`] give an initialiser for [`try_pin_init`] or a
@@ -22,6 +22,9 @@ use pinned_init::{pin_data, pin_init, PinInit, Wrapper};
 
 use crate::bindings;
 use crate::types::Opaque;
+
+mod arc;
+pub use arc::Arc;
 
 /// A lockdep class: a static per construction site, made by
 /// [`new_spinlock!`], [`new_mutex!`] and [`new_wait_queue!`].

@@ -32,7 +32,7 @@ struct Chardev {
 
 impl kmod_runtime::Module for Chardev {
     fn init() -> Result<Self> {
-        let device = Registration::register(c"chardev")?;
+        let device = Registration::register(c"chardev", ())?;
         pr_info!("registered /dev/chardev");
         Ok(Chardev { _device: device })
     }
@@ -58,7 +58,10 @@ struct Inner {
 }
 
 impl File for Text {
-    fn open() -> impl PinInit<Self, Error> {
+    /// Nothing: each file has its own.
+    type Shared = ();
+
+    fn open(_: &()) -> impl PinInit<Self, Error> {
         try_pin_init!(Text {
             text <- new_mutex!(Inner {
                 bytes: Vec::new(),

@@ -48,7 +48,7 @@ struct Counter {
 
 impl kmod_runtime::Module for Counter {
     fn init() -> Result<Self> {
-        let device = Registration::register(c"counter")?;
+        let device = Registration::register(c"counter", ())?;
         pr_info!("registered /dev/counter");
         Ok(Counter { _device: device })
     }
@@ -70,7 +70,10 @@ struct Counted {
 }
 
 impl File for Value {
-    fn open() -> impl PinInit<Self, Error> {
+    /// Nothing: each file has its own.
+    type Shared = ();
+
+    fn open(_: &()) -> impl PinInit<Self, Error> {
         try_pin_init!(Value {
             counter <- new_mutex!(Counted {
                 value: 0,

@@ -1,23 +1,24 @@
-//! `/dev/worker`: each open file's timer (softirq) queues work, which runs
-//! in process context, sleeps, allocates a line under a mutex and wakes
-//! the file's readers; `read(2)` blocks until a line is there. The README
-//! says what is guaranteed.
+//! `/dev/worker`: one feed of lines for the module, shared by every open
+//! file: a timer (softirq) queues work, which runs in process context,
+//! sleeps, appends a line under a mutex and wakes the readers; each file
+//! reads the lines made since it was opened, and `read(2)` blocks until
+//! there is one. The README says what is guaranteed.
 #![no_std]
 
 extern crate alloc;
 
-use alloc::boxed::Box;
 use alloc::string::String;
 use core::fmt::Write;
 use core::pin::Pin;
+use core::sync::atomic::{AtomicU64, Ordering};
 
-use kmod_runtime::alloc::{pin_init, GFP_KERNEL};
+use kmod_runtime::alloc::GFP_KERNEL;
 use kmod_runtime::completion::Completion;
 use kmod_runtime::delay::msleep;
 use kmod_runtime::error::EAGAIN;
 use kmod_runtime::miscdev::{File, FileFlags, Registration, UserSliceWriter};
 use kmod_runtime::pinned_init::{pin_init, try_pin_init, PinInit};
-use kmod_runtime::sync::Mutex;
+use kmod_runtime::sync::{Arc, Mutex};
 use kmod_runtime::timer::{Timer, TimerCallback};
 use kmod_runtime::wait::WaitQueue;
 use kmod_runtime::workqueue::{Work, WorkItem};
@@ -36,40 +37,37 @@ kmod_runtime::module! {
     },
 }
 
-/// Bytes of unread lines a feed keeps: one nobody reads stops growing.
+/// Bytes of the latest lines the feed keeps for readers behind it.
 const BACKLOG: usize = 4096;
 /// Room for the longest line, `line 18446744073709551615\n`.
 const LINE: usize = 32;
 
 struct Worker {
-    _device: Registration<Reader>,
-    feed: Pin<Box<Timer<Tick>>>,
+    device: Registration<Reader>,
 }
 
 impl kmod_runtime::Module for Worker {
     fn init() -> Result<Self> {
-        let feed = pin_init(feed(), GFP_KERNEL)?;
+        // The files' shared data: the feed, which each file owns a share of.
+        let feed = Arc::pin_init(feed(), GFP_KERNEL)?;
         feed.schedule(0);
         // On failure (a signal to insmod) `feed` is dropped: timer, work.
         feed.work.first.wait_interruptible()?;
         pr_info!("first line made, one every {} ms", feed.period_ms);
-        let device = Registration::register(c"worker")?;
-        Ok(Worker {
-            _device: device,
-            feed,
-        })
+        let device = Registration::register(c"worker", feed)?;
+        Ok(Worker { device })
     }
 }
 
 impl Drop for Worker {
     fn drop(&mut self) {
-        let made = self.feed.work.text.lock().made;
+        let made = self.device.shared().work.text.lock().made;
         pr_info!("unloading after {made} lines");
     }
 }
 
-/// A timer and the work it queues; dropped, the timer stops first, then
-/// the work is cancelled (a running one waited for), then the lines go.
+/// A timer and the work it queues; dropped (by its last owner), the timer
+/// stops, then the work is cancelled (a running one waited for).
 #[pin_data]
 struct Tick {
     period_ms: u32,
@@ -85,8 +83,7 @@ impl TimerCallback for Tick {
     }
 }
 
-/// The lines not read yet, who waits for them, and the first line's
-/// completion (for good).
+/// The latest lines, who waits for them, and the first line's completion.
 #[pin_data]
 struct Lines {
     work_ms: u32,
@@ -99,9 +96,18 @@ struct Lines {
 }
 
 struct Text {
-    /// ASCII: every index is a character boundary.
-    unread: String,
+    /// Whole lines, ASCII: every index is a character boundary.
+    recent: String,
+    /// Where `recent` starts in all the feed made.
+    start: u64,
     made: u64,
+}
+
+impl Text {
+    /// Where the next line will start.
+    fn end(&self) -> u64 {
+        self.start + self.recent.len() as u64
+    }
 }
 
 impl WorkItem for Lines {
@@ -111,9 +117,18 @@ impl WorkItem for Lines {
         let mut text = work.text.lock();
         let line = text.made;
         text.made += 1;
-        if text.unread.len() + LINE <= BACKLOG && text.unread.try_reserve(LINE).is_ok() {
+        // The oldest lines make room: a reader that far behind skips them.
+        while text.recent.len() + LINE > BACKLOG {
+            let first = text
+                .recent
+                .find('\n')
+                .map_or(text.recent.len(), |end| end + 1);
+            text.recent.drain(..first);
+            text.start += first as u64;
+        }
+        if text.recent.try_reserve(LINE).is_ok() {
             // Cannot fail: `String`'s `write_str` only grows it, within room.
-            let _ = writeln!(text.unread, "line {line}");
+            let _ = writeln!(text.recent, "line {line}");
         }
         drop(text);
         work.added.notify_all();
@@ -130,40 +145,44 @@ fn feed() -> impl PinInit<Timer<Tick>> {
         period_ms,
         work <- new_work!(pin_init!(Lines {
             work_ms,
-            text <- new_mutex!(Text { unread: String::new(), made: 0 }),
+            text <- new_mutex!(Text { recent: String::new(), start: 0, made: 0 }),
             added <- new_wait_queue!(),
             first <- new_completion!(),
         })),
     }))
 }
 
-/// An open file: its own feed, started at open, stopped at the last close.
+/// An open file: an owner of the feed, and where it is in the lines.
 #[pin_data]
 struct Reader {
-    #[pin]
-    feed: Timer<Tick>,
+    feed: Pin<Arc<Timer<Tick>>>,
+    /// Only changed under the lines' lock, which orders it (atomic because
+    /// calls on the file may overlap).
+    next: AtomicU64,
 }
 
 impl File for Reader {
-    fn open() -> impl PinInit<Self, Error> {
-        try_pin_init!(Reader { feed <- feed() }? Error).pin_chain(|reader| {
-            reader.feed.schedule(reader.feed.period_ms);
-            Ok(())
-        })
+    type Shared = Pin<Arc<Timer<Tick>>>;
+
+    /// From the next line made on: earlier lines are not for this file.
+    fn open(feed: &Self::Shared) -> impl PinInit<Self, Error> {
+        let next = AtomicU64::new(feed.work.text.lock().end());
+        try_pin_init!(Reader { feed: feed.clone(), next }? Error)
     }
 
     /// As many unread bytes as fit, once there are some.
     fn read(&self, flags: FileFlags, to: &mut UserSliceWriter) -> Result {
         let lines = &self.feed.work;
         let mut text = lines.text.lock();
-        if text.unread.is_empty() && flags.nonblocking() {
+        let read_all = |text: &Text| self.next.load(Ordering::Relaxed) == text.end();
+        if read_all(&text) && flags.nonblocking() {
             return Err(EAGAIN);
         }
         // A signal ends the wait: the read is restarted or fails EINTR.
-        let empty = |text: &Text| text.unread.is_empty();
-        lines.added.wait_interruptible_while(&mut text, empty)?;
-        let n = to.write(text.unread.as_bytes())?;
-        text.unread.drain(..n);
+        lines.added.wait_interruptible_while(&mut text, read_all)?;
+        let next = self.next.load(Ordering::Relaxed).max(text.start);
+        let n = to.write(&text.recent.as_bytes()[(next - text.start) as usize..])?;
+        self.next.store(next + n as u64, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -70,9 +70,10 @@ section counter_gone ls -d /dev/counter /sys/module/counter
 
 section worker_load insmod /modules/worker.ko period_ms=2000
 section worker_client /modules/worker-client
+section worker_two_readers sh -c '(head -n 1 /dev/worker & head -n 1 /dev/worker; wait) | uniq -c'
 section worker_unload rmmod worker
 section worker_fast insmod /modules/worker.ko period_ms=1 work_ms=20
-section worker_closes sh -c 'for i in $(seq 20); do head -n 1 /dev/worker; done | uniq -c'
+section worker_closes sh -c 'for i in $(seq 20); do head -n 1 /dev/worker; done'
 cat /dev/worker >/dev/null &
 sleep 0.5
 section worker_busy rmmod worker
@@ -469,26 +470,45 @@ fn counter(log: &GuestLog, kernel_log: &str, with_32_bit: bool) -> Result<()> {
 }
 
 fn worker(log: &GuestLog, kernel_log: &str) -> Result<()> {
-    // Each open file's feed starts with `line 0`, the first after a period
-    // (2 s here); a read gives what fits and leaves the rest.
+    // One feed for the module, from `line 0` at load (2 s apart here); a
+    // file reads the lines made after its open, and a read gives what
+    // fits and leaves the rest.
     let client = "nonblocking read: Resource temporarily unavailable\n\
                   interrupted read: Interrupted system call\n\
-                  read 7: line 0\n\
+                  read 7: line 1\n\
                   read 3: lin\n\
-                  read 4: e 1\n";
+                  read 4: e 2\n";
     expect_output(
         log,
         &[
             ("worker_load", ""),
             ("worker_client", client),
+            // Two processes blocked on two files, both woken by the one
+            // line the feed made next.
+            ("worker_two_readers", "      2 line 3\n"),
             ("worker_unload", ""),
             ("worker_fast", ""),
-            // Twenty files opened, read once and closed, their work (20 ms
-            // asleep, queued again every 1 ms) running or pending then.
-            ("worker_closes", "     20 line 0\n"),
             ("worker_fast_unload", ""),
         ],
     )?;
+    // Twenty files opened, read once and closed, the work (20 ms asleep,
+    // queued again every 1 ms) running or pending then: each gets a line
+    // made after the one before it closed.
+    let closes = log.expect_section("worker_closes")?;
+    let lines: Vec<u64> = closes
+        .output
+        .lines()
+        .filter_map(|line| line.strip_prefix("line ")?.parse().ok())
+        .collect();
+    ensure!(
+        closes.rc == 0
+            && lines.len() == 20
+            && closes.output.lines().count() == 20
+            && lines.windows(2).all(|pair| pair[0] < pair[1]),
+        "expected 20 lines `line N`, N increasing: rc {}, {:?}",
+        closes.rc,
+        closes.output
+    );
     expect_logged(
         kernel_log,
         6,
@@ -505,11 +525,12 @@ fn worker(log: &GuestLog, kernel_log: &str) -> Result<()> {
                 .ok()
         })
         .collect();
-    // The module's own feed: the first load ran ~4 s (the client), the
-    // second at least the 0.5 s of the blocked reader, 20 ms a line.
+    // The first load made lines 0 to 3 at least (what was read); the
+    // second at least up to the last line the twenty files read.
+    let last = lines.last().copied().unwrap_or_default();
     ensure!(
-        made.len() == 2 && made[0] >= 2 && made[1] >= 10,
-        "expected two `worker: unloading after N lines`, N >= 2 then >= 10: {made:?}"
+        made.len() == 2 && made[0] >= 4 && made[1] > last,
+        "expected two `worker: unloading after N lines`, N >= 4 then > {last}: {made:?}"
     );
     // A reader blocked in `read` holds the module.
     let busy = log.expect_section("worker_busy")?;

@@ -65,6 +65,22 @@ const CASES: &[(&str, &str)] = &[
         "sysfs_data_not_sync",
         "`Cell<u32>` cannot be shared between threads safely",
     ),
+    (
+        "arc_data_not_sync",
+        "`Cell<u32>` cannot be shared between threads safely",
+    ),
+    (
+        "shared_not_sync",
+        "`Cell<u32>` cannot be shared between threads safely",
+    ),
+    (
+        "shared_not_send",
+        "`*mut ()` cannot be sent between threads safely",
+    ),
+    (
+        "file_borrows_shared",
+        "borrowed data escapes outside of associated function",
+    ),
 ];
 
 const FIXTURE: &str = "soundness";
