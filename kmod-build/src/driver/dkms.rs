@@ -532,7 +532,7 @@ BUILT_MODULE_NAME[0]="{name}"
 BUILT_MODULE_LOCATION[0]="{root}/target/kmod/${{kernelver}}/"
 DEST_MODULE_LOCATION[0]="/updates/dkms"
 BUILD_EXCLUSIVE_ARCH="^({machines})$"
-MAKE[0]="./{MAKE_SCRIPT} ${{kernel_source_dir}}"
+MAKE[0]="./{MAKE_SCRIPT} ${{kernel_source_dir}} ${{kernelver}}"
 CLEAN="rm -rf {root}/target"
 AUTOINSTALL="yes"
 "#,
@@ -545,16 +545,21 @@ AUTOINSTALL="yes"
 /// PATH and maybe no HOME: the script looks for cargo kmod and the Rust
 /// toolchain where rustup and `cargo install` put them, names what it does
 /// not find in make.log, and builds offline from vendor/ with the caches
-/// in [`SYSTEM_CACHE`].
+/// in [`SYSTEM_CACHE`]. DKMS builds each kernel in a fresh copy of the
+/// package, so the cargo target directory lives in that cache too, one per
+/// package version: a kernel update's build starts from the last kernel's
+/// compiled crates and the bindings of kernels built before; the module is
+/// copied to where dkms.conf says DKMS finds it.
 fn make_script(module: &ModuleCrate, module_root: &Utf8Path) -> String {
     let name = &module.name;
+    let version = &module.version;
     let root = package_relative(module_root);
     format!(
         r#"#!/bin/sh
 # Written by kmod-build: DKMS's MAKE for the module crate {name}.
-# Usage: {MAKE_SCRIPT} KERNEL_SOURCE_DIR
+# Usage: {MAKE_SCRIPT} KERNEL_SOURCE_DIR KERNELVER
 set -eu
-[ $# -eq 1 ] || {{ echo "usage: $0 KERNEL_SOURCE_DIR" >&2; exit 2; }}
+[ $# -eq 2 ] || {{ echo "usage: $0 KERNEL_SOURCE_DIR KERNELVER" >&2; exit 2; }}
 here=$(cd "$(dirname "$0")" && pwd)
 PATH="$PATH:${{HOME:-/root}}/.cargo/bin:/usr/local/cargo/bin"
 for tool in cargo-kmod cargo rustc; do
@@ -570,9 +575,14 @@ done
 export PATH
 export CARGO_HOME="$here/{CARGO_HOME}"
 export KMOD_BUILD_CACHE_HOME="${{KMOD_BUILD_CACHE_HOME:-{SYSTEM_CACHE}}}"
-unset CARGO_TARGET_DIR RUSTFLAGS CARGO_BUILD_RUSTFLAGS
+export CARGO_TARGET_DIR="$KMOD_BUILD_CACHE_HOME/dkms/{name}-{version}/target"
+unset RUSTFLAGS CARGO_BUILD_RUSTFLAGS
 cd "$here/{root}"
-exec cargo kmod build -p {name} --kernel "$1" --no-install
+cargo kmod build -p {name} --kernel "$1" --no-install
+built="$CARGO_TARGET_DIR/kmod/$2/{name}.ko"
+[ -f "$built" ] || {{ echo "error: cargo kmod built no $built (is $1 the tree of $2?)" >&2; exit 1; }}
+mkdir -p "target/kmod/$2"
+cp "$built" "target/kmod/$2/"
 "#
     )
 }

@@ -40,20 +40,14 @@ pub fn run(sh: &Shell, trees: &[KernelTree], hello: &ModuleCrate, results: &mut 
     }
 
     let installed = DkmsPackage::add(sh, hello);
-    // DKMS builds for the kernels installed on this system, not fetched ones.
-    let (dkms_trees, fetched): (Vec<&KernelTree>, Vec<&KernelTree>) = trees
-        .iter()
-        .partition(|tree| tree.origin() == kmod_build::Origin::Installed);
-    if !fetched.is_empty() {
-        let releases: Vec<&str> = fetched.iter().map(|t| t.release.as_str()).collect();
-        crate::status::step(
-            "Skipping",
-            &format!("dkms_hello for fetched kernels ({})", releases.join(", ")),
-        );
-    }
-    for tree in dkms_trees {
+    // Installed kernels get `dkms install`; fetched ones (not this
+    // system's, maybe not its architecture) `dkms build` with their tree.
+    for tree in trees {
         let result = match &installed {
-            Ok(package) => package.install_and_boot(sh, tree),
+            Ok(package) if tree.origin() == kmod_build::Origin::Installed => {
+                package.install_and_boot(sh, tree)
+            }
+            Ok(package) => package.build_and_boot(sh, tree),
             Err(error) => Err(anyhow::anyhow!("packaging for DKMS: {error:#}")),
         };
         results.record(format!("boot::dkms_hello::{}", tree.release), result);
@@ -264,17 +258,48 @@ impl DkmsPackage {
     /// installed module must be checked clean and load in `tree`'s kernel.
     fn install_and_boot(&self, sh: &Shell, tree: &KernelTree) -> Result<()> {
         let (id, release) = (self.id(), &tree.release);
+        self.dkms(tree, cmd!(sh, "dkms install {id} -k {release}"))?;
+        let dir = Utf8PathBuf::from(format!("/lib/modules/{release}/updates/dkms"));
+        self.check_and_boot(sh, tree, &dir)
+    }
+
+    /// `dkms build` for a fetched tree (`--kernelsourcedir`, and its
+    /// machine: DKMS names arm64 `aarch64`); the module DKMS keeps must be
+    /// checked clean and load in `tree`'s kernel.
+    fn build_and_boot(&self, sh: &Shell, tree: &KernelTree) -> Result<()> {
+        let (id, release, source) = (self.id(), &tree.release, &tree.path);
+        let machine = match tree.arch.as_str() {
+            "arm64" => "aarch64",
+            "x86" => "x86_64",
+            other => bail!("{release}: no DKMS machine name for arch {other}"),
+        };
+        self.dkms(
+            tree,
+            cmd!(
+                sh,
+                "dkms build {id} -k {release} -a {machine} --kernelsourcedir {source}"
+            ),
+        )?;
+        let dir = Utf8PathBuf::from(format!(
+            "/var/lib/dkms/{}/{}/{release}/{machine}/module",
+            self.name, self.version
+        ));
+        self.check_and_boot(sh, tree, &dir)
+    }
+
+    /// Runs a `dkms` build command with this checkout's `cargo kmod` first
+    /// on PATH; a failure shows make.log's tail.
+    fn dkms(&self, tree: &KernelTree, command: xshell::Cmd<'_>) -> Result<()> {
+        let (id, release) = (self.id(), &tree.release);
         let started = std::time::Instant::now();
         let path = format!(
             "{}:{}",
             project_root().join("target/debug"),
             std::env::var("PATH").unwrap_or_default()
         );
-        let installed = cmd!(sh, "dkms install {id} -k {release}")
-            .env("PATH", path)
-            .ignore_status()
-            .output()?;
-        if !installed.status.success() {
+        let shown = command.to_string();
+        let output = command.env("PATH", path).ignore_status().output()?;
+        if !output.status.success() {
             let make_log = format!(
                 "/var/lib/dkms/{}/{}/build/make.log",
                 self.name, self.version
@@ -289,16 +314,21 @@ impl DkmsPackage {
                 .rev()
                 .collect();
             bail!(
-                "dkms install {id} -k {release} failed:\n{}\n{make_log}:\n{}",
-                String::from_utf8_lossy(&installed.stdout),
+                "{shown} failed:\n{}\n{make_log}:\n{}",
+                String::from_utf8_lossy(&output.stdout),
                 tail.join("\n")
             );
         }
         eprintln!(
-            "    dkms built and installed {id} for {release} in {:.1}s",
+            "    {shown}: {id} built for {release} in {:.1}s",
             started.elapsed().as_secs_f64()
         );
-        let dir = Utf8PathBuf::from(format!("/lib/modules/{release}/updates/dkms"));
+        Ok(())
+    }
+
+    /// The module DKMS left in `dir` for `tree`: checked, then loaded.
+    fn check_and_boot(&self, sh: &Shell, tree: &KernelTree, dir: &Utf8Path) -> Result<()> {
+        let release = &tree.release;
         let module = ["ko", "ko.xz", "ko.zst", "ko.gz"]
             .iter()
             .map(|ext| dir.join(format!("{}.{ext}", self.name)))
@@ -376,7 +406,7 @@ fn names_what_is_missing(sh: &Shell, package: &Utf8Path) -> Result<()> {
     let script = package.join(dkms::MAKE_SCRIPT);
     let output = cmd!(
         sh,
-        "env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin {script} /nonexistent"
+        "env -i PATH=/usr/sbin:/usr/bin:/sbin:/bin {script} /nonexistent 0.0.0"
     )
     .quiet()
     .ignore_status()
