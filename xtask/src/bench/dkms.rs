@@ -3,7 +3,8 @@
 //! Kbuild), each built by `dkms build` for every tree in turn. The Rust
 //! builds start from an empty cache (`KMOD_BUILD_CACHE_HOME`): the first
 //! tree pays for the sysroot and the build scripts' dependencies, the ones
-//! after it are what a kernel update costs.
+//! after it are what a kernel update costs. DKMS runs a release build of
+//! this checkout's cargo kmod, as `cargo install` would make it.
 
 use std::fmt::Write as _;
 use std::time::Duration;
@@ -52,10 +53,17 @@ pub fn measure(sh: &Shell, hello: &ModuleCrate, trees: &[KernelTree]) -> Result<
     let rust_id = format!("{}/{}", hello.module.name, hello.module.version);
     let c_id = format!("{C_PACKAGE}/{VERSION}");
     let cache = work.join("cache");
-    // The package's MAKE runs the `cargo kmod` on PATH: this checkout's.
+    // The package's MAKE runs the `cargo kmod` on PATH: this checkout's,
+    // optimized as `cargo install` builds it (bindgen runs in it).
+    let root = project_root();
+    cmd!(
+        sh,
+        "cargo build --quiet --release --manifest-path {root}/Cargo.toml -p cargo-kmod"
+    )
+    .run()?;
     let path = format!(
         "{}:{}",
-        project_root().join("target/debug"),
+        root.join("target/release"),
         std::env::var("PATH").unwrap_or_default()
     );
     let packages = [
