@@ -21,9 +21,10 @@ use core::ffi::{c_int, c_void, CStr};
 use core::marker::PhantomData;
 use core::pin::Pin;
 use core::ptr::NonNull;
+use core::sync::atomic::{AtomicPtr, Ordering};
 
 use crate::bindings;
-use crate::error::{Error, Result, EINVAL, ENODEV, ENOMEM};
+use crate::error::{Error, Result, EBUSY, EINVAL, ENODEV, ENOMEM};
 use crate::sync::Arc;
 use crate::types::Opaque;
 
@@ -151,16 +152,26 @@ impl Device {
 
     /// `pci_alloc_irq_vectors`: between `min` and `max` vectors of the
     /// [`IrqTypes`] asked for, MSI preferred; freed when the
-    /// [`IrqVectors`] is dropped.
+    /// [`IrqVectors`] is dropped. EBUSY while an earlier `IrqVectors` of
+    /// the device exists: freeing either would free the other's vectors
+    /// (`pci_free_irq_vectors` frees them all) under its interrupt.
     pub fn alloc_irq_vectors(&self, min: u32, max: u32, types: IrqTypes) -> Result<IrqVectors> {
+        let slot = claim_vectors(self.as_raw())?;
         // SAFETY: as in `enable`.
         let count = unsafe {
             bindings::kmod_pci_alloc_irq_vectors(self.as_raw(), min, max, types.msi, types.intx)
         };
-        let count = Error::from_return(count)?;
+        let count = match Error::from_return(count) {
+            Ok(count) => count,
+            Err(error) => {
+                release_vectors(slot);
+                return Err(error);
+            }
+        };
         Ok(IrqVectors {
             device: self.get_ref(),
             count: count as u32,
+            slot,
         })
     }
 }
@@ -246,7 +257,8 @@ impl Bar {
     }
 
     fn address(&self, offset: usize, size: usize) -> Result<*mut c_void> {
-        if offset % size != 0 || offset.checked_add(size).is_none_or(|end| end > self.len) {
+        if !offset.is_multiple_of(size) || offset.checked_add(size).is_none_or(|end| end > self.len)
+        {
             return Err(EINVAL);
         }
         // SAFETY: `offset + size` is within the mapping, checked above.
@@ -317,10 +329,44 @@ impl IrqTypes {
     };
 }
 
+/// The devices of this module with an [`IrqVectors`]: one at most each.
+/// A claim is only made in `probe` (the only holder of a `&Device`), which
+/// the driver core runs under the device's lock, so two claims for one
+/// device never race; a release comes after the vectors are freed.
+static VECTORS: [AtomicPtr<bindings::pci_dev>; 32] =
+    [const { AtomicPtr::new(core::ptr::null_mut()) }; 32];
+
+/// A slot of `VECTORS` for `pdev`: EBUSY if it has one, or all are taken.
+fn claim_vectors(pdev: *mut bindings::pci_dev) -> Result<usize> {
+    if VECTORS
+        .iter()
+        .any(|slot| slot.load(Ordering::Acquire) == pdev)
+    {
+        return Err(EBUSY);
+    }
+    VECTORS
+        .iter()
+        .position(|slot| {
+            slot.compare_exchange(
+                core::ptr::null_mut(),
+                pdev,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            )
+            .is_ok()
+        })
+        .ok_or(EBUSY)
+}
+
+fn release_vectors(slot: usize) {
+    VECTORS[slot].store(core::ptr::null_mut(), Ordering::Release);
+}
+
 /// Interrupt vectors of a device ([`Device::alloc_irq_vectors`]).
 pub struct IrqVectors {
     device: DeviceRef,
     count: u32,
+    slot: usize,
 }
 
 impl IrqVectors {
@@ -376,7 +422,8 @@ impl Drop for IrqVectors {
     fn drop(&mut self) {
         // SAFETY: allocated by `alloc_irq_vectors`; no interrupt of them is
         // requested any more (an `IrqRegistration` frees its own first).
-        unsafe { bindings::pci_free_irq_vectors(self.device.as_raw()) }
+        unsafe { bindings::pci_free_irq_vectors(self.device.as_raw()) };
+        release_vectors(self.slot);
     }
 }
 
