@@ -1,9 +1,10 @@
-//! `examples/edu` driving QEMU's `edu` device: one boot with the device
-//! (probe, the identification, factorials and DMA finished by interrupts,
+//! `examples/edu` driving QEMU's `edu` device: a boot with the device
+//! (MSI), another with `pci=nomsi` (INTx), each: (probe, the identification, factorials and DMA finished by interrupts,
 //! unbind and bind through sysfs, an unbind while a DMA read waits, rmmod
-//! while bound), one without it (the module loads and does nothing).
+//! while bound); one without it (the module loads and does nothing).
 
 use anyhow::{ensure, Context, Result};
+use camino::Utf8Path;
 use kmod_build::driver::qemu::Guest;
 use kmod_build::KernelTree;
 
@@ -56,12 +57,46 @@ section log dmesg -r
 pub fn run(tree: &KernelTree) -> Result<()> {
     let ko = ModuleCrate::find("edu")?.build(tree)?;
     let vmlinuz = tree.image();
+    with_device(tree, &ko, Interrupts::Msi).context("with the device")?;
+    with_device(tree, &ko, Interrupts::Intx).context("with the device, pci=nomsi")?;
     let log = Guest::new(&vmlinuz)
-        .cpus(2)
-        .qemu_arg("-device")
-        .qemu_arg("edu")
         .file(&ko)
-        .run(WITH_DEVICE)?;
+        .run(WITHOUT_DEVICE)
+        .context("without the device")?;
+    let driver = log.expect_section("driver")?.output;
+    ensure!(
+        !driver.contains("0000:"),
+        "without the device, edu bound something: {driver}"
+    );
+    expect_output(&log, &[("load", ""), ("unload", "")])?;
+    expect_failure(&log, &[("gone", None)])?;
+    let kernel_log = log.expect_section("log")?.output;
+    ensure!(
+        kernel_log.contains("] edu: driver registered") && !kernel_log.contains("] edu: bound"),
+        "without the device: no registration, or a probe:\n{kernel_log}"
+    );
+    ensure_clean(kernel_log.lines())?;
+    ensure!(
+        !kernel_log.contains("memory leak"),
+        "edu leaked memory without the device:\n{kernel_log}"
+    );
+    Ok(())
+}
+
+/// MSI (the kernel gives it on QEMU's PC), or INTx (`pci=nomsi`).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Interrupts {
+    Msi,
+    Intx,
+}
+
+fn with_device(tree: &KernelTree, ko: &Utf8Path, interrupts: Interrupts) -> Result<()> {
+    let mut guest = Guest::new(&tree.image());
+    guest.cpus(2).qemu_arg("-device").qemu_arg("edu").file(ko);
+    if interrupts == Interrupts::Intx {
+        guest.kernel_arg("pci=nomsi");
+    }
+    let log = guest.run(WITH_DEVICE)?;
     let kind = log.expect_section("kind")?.output.trim().to_owned();
     expect_output(
         &log,
@@ -127,28 +162,6 @@ pub fn run(tree: &KernelTree) -> Result<()> {
         tree.release,
         kind.to_uppercase(),
         racing.trim()
-    );
-
-    let log = Guest::new(&vmlinuz)
-        .file(&ko)
-        .run(WITHOUT_DEVICE)
-        .context("without the device")?;
-    let driver = log.expect_section("driver")?.output;
-    ensure!(
-        !driver.contains("0000:"),
-        "without the device, edu bound something: {driver}"
-    );
-    expect_output(&log, &[("load", ""), ("unload", "")])?;
-    expect_failure(&log, &[("gone", None)])?;
-    let kernel_log = log.expect_section("log")?.output;
-    ensure!(
-        kernel_log.contains("] edu: driver registered") && !kernel_log.contains("] edu: bound"),
-        "without the device: no registration, or a probe:\n{kernel_log}"
-    );
-    ensure_clean(kernel_log.lines())?;
-    ensure!(
-        !kernel_log.contains("memory leak"),
-        "edu leaked memory without the device:\n{kernel_log}"
     );
     Ok(())
 }
