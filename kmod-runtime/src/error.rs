@@ -60,7 +60,7 @@ macro_rules! errnos {
 
 errnos!(
     EPERM, ENOENT, EINTR, EIO, ENXIO, EAGAIN, ENOMEM, EFAULT, EBUSY, EEXIST, ENODEV, EINVAL,
-    ENOSPC, ERANGE, EOVERFLOW, ENOTTY
+    ENOSPC, ERANGE, EOVERFLOW, ENOTTY, ETIMEDOUT
 );
 
 /// A sleep interrupted by a signal: the kernel restarts the system call

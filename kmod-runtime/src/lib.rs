@@ -17,7 +17,8 @@
 //!   [`miscdev`] (`/dev/<name>` devices, data their files share),
 //!   [`timer`], [`workqueue`] (work run in process context),
 //!   [`completion`], [`procfs`], [`sysfs`] (attribute files in
-//!   `/sys/kernel/<name>/`), built in place and pinned ([`types::Opaque`],
+//!   `/sys/kernel/<name>/` or a bound device's directory), [`pci`] (PCI
+//!   drivers: MMIO, interrupts) and [`dma`] (coherent buffers), built in place and pinned ([`types::Opaque`],
 //!   `pinned-init`) where the C object points to itself.
 //!
 //! Safe code using it cannot corrupt the kernel's memory, with the
@@ -34,10 +35,12 @@ extern crate alloc as alloc_crate;
 pub mod alloc;
 pub mod completion;
 pub mod delay;
+pub mod dma;
 pub mod error;
 pub mod ioctl;
 pub mod miscdev;
 pub mod param;
+pub mod pci;
 pub mod print;
 pub mod procfs;
 pub mod sync;

@@ -1,4 +1,5 @@
-//! Attribute files in `/sys/kernel/<name>/`: a [`Group`] owns the
+//! Attribute files in `/sys/kernel/<name>/` ([`Group`]) or in a bound PCI
+//! device's directory ([`DeviceGroup`]). A [`Group`] owns the
 //! directory, its files and the data their callbacks see.
 //!
 //! Reading a file calls its `show`, which writes the text into a
@@ -18,6 +19,8 @@ use core::ptr::NonNull;
 
 use crate::bindings;
 use crate::error::{Error, Result, ENOMEM};
+use crate::pci::{self, DeviceRef};
+use crate::sync::Arc;
 
 /// One file of a [`Group`]: its name, what reading it shows and, if it is
 /// writable (mode 0644, else 0444), what writing it does with `T`.
@@ -243,6 +246,168 @@ unsafe extern "C" fn store<T: Sync + 'static>(
     // SAFETY: as in `show`; sysfs passes the `count` bytes written.
     let (slot, data, input) = unsafe {
         let slot = &*attribute.cast::<Slot<T>>();
+        (
+            slot,
+            &*slot.data,
+            core::slice::from_raw_parts(buffer.cast::<u8>(), count),
+        )
+    };
+    let Some(store) = slot.functions.store else {
+        // Not reached: only writable slots have this callback.
+        return crate::error::EIO.to_errno() as isize;
+    };
+    match store(data, input) {
+        Ok(()) => count as isize,
+        Err(error) => error.to_errno() as isize,
+    }
+}
+
+/// One attribute of a [`DeviceGroup`]: the `device_attribute` first, as
+/// the driver core's callbacks get a pointer to it.
+#[repr(C)]
+struct DeviceSlot<T: 'static> {
+    attribute: bindings::device_attribute,
+    data: *const T,
+    functions: &'static Attribute<T>,
+}
+
+struct DeviceInner<T: 'static> {
+    group: bindings::attribute_group,
+    _pointers: Box<[*mut bindings::attribute]>,
+    _slots: Box<[DeviceSlot<T>]>,
+    _data: Pin<Arc<T>>,
+}
+
+/// Files in a bound PCI device's own directory
+/// (`/sys/bus/pci/devices/<bdf>/`), one per [`Attribute`], showing `data`.
+/// Dropping it removes them (waiting for the callbacks running, as
+/// [`Group`] does), then lets go of `data`. A callback that waits must
+/// wait for a bounded time, or the removal waits as long.
+pub struct DeviceGroup<T: Send + Sync + 'static> {
+    device: DeviceRef,
+    inner: NonNull<DeviceInner<T>>,
+}
+
+// SAFETY: as for `Group`; the data is shared through an `Arc`, which is
+// `Send` for `T: Send + Sync`.
+unsafe impl<T: Send + Sync> Send for DeviceGroup<T> {}
+// SAFETY: `&DeviceGroup` gives nothing.
+unsafe impl<T: Send + Sync> Sync for DeviceGroup<T> {}
+
+impl<T: Send + Sync + 'static> DeviceGroup<T> {
+    /// Adds `attributes` to `device`'s directory.
+    pub fn create(
+        device: &pci::Device,
+        data: Pin<Arc<T>>,
+        attributes: &'static [Attribute<T>],
+    ) -> Result<Self> {
+        let mut slots = Vec::new();
+        slots.try_reserve_exact(attributes.len())?;
+        let data_pointer: *const T = &*data;
+        for functions in attributes {
+            // SAFETY: all-zero is a valid `device_attribute` (as for
+            // `kobj_attribute` in `Group::create`).
+            let mut attribute: bindings::device_attribute = unsafe { core::mem::zeroed() };
+            attribute.attr.name = functions.name.as_ptr();
+            attribute.show = Some(device_show::<T>);
+            if functions.store.is_some() {
+                attribute.attr.mode = 0o644;
+                attribute.store = Some(device_store::<T>);
+            } else {
+                attribute.attr.mode = 0o444;
+            }
+            slots.push(DeviceSlot {
+                attribute,
+                data: data_pointer,
+                functions,
+            });
+        }
+        let mut slots = slots.into_boxed_slice();
+        let mut pointers = Vec::new();
+        pointers.try_reserve_exact(slots.len() + 1)?;
+        for slot in slots.iter_mut() {
+            let attribute = &raw mut slot.attribute.attr;
+            // SAFETY: as in `Group::create`.
+            unsafe { bindings::kmod_sysfs_attr_init(attribute) };
+            pointers.push(attribute);
+        }
+        pointers.push(core::ptr::null_mut());
+        let mut pointers = pointers.into_boxed_slice();
+        // SAFETY: as in `Group::create`.
+        let mut group: bindings::attribute_group = unsafe { core::mem::zeroed() };
+        group.attrs = pointers.as_mut_ptr();
+        let inner = crate::alloc::try_box(DeviceInner {
+            group,
+            _pointers: pointers,
+            _slots: slots,
+            _data: data,
+        })?;
+        let inner = NonNull::from(Box::leak(inner));
+        let device = device.get_ref();
+        // SAFETY: the device is live (referenced); `inner` stays where it is
+        // until `drop` removes the group, or below if adding it failed.
+        let created = unsafe {
+            bindings::sysfs_create_group(
+                &raw mut (*device.as_device()).kobj,
+                &(*inner.as_ptr()).group,
+            )
+        };
+        if let Err(error) = Error::from_return(created) {
+            // SAFETY: sysfs keeps nothing of a group it failed to add.
+            drop(unsafe { Box::from_raw(inner.as_ptr()) });
+            return Err(error);
+        }
+        Ok(DeviceGroup { device, inner })
+    }
+}
+
+impl<T: Send + Sync + 'static> Drop for DeviceGroup<T> {
+    fn drop(&mut self) {
+        // SAFETY: added by `create`; removing it waits for running
+        // callbacks and lets none start, so `inner` is ours again.
+        unsafe {
+            bindings::sysfs_remove_group(
+                &raw mut (*self.device.as_device()).kobj,
+                &(*self.inner.as_ptr()).group,
+            );
+            drop(Box::from_raw(self.inner.as_ptr()));
+        }
+    }
+}
+
+/// `show` of every device attribute: `attribute` is a slot's.
+unsafe extern "C" fn device_show<T: Send + Sync + 'static>(
+    _: *mut bindings::device,
+    attribute: *mut bindings::device_attribute,
+    buffer: *mut c_char,
+) -> isize {
+    // SAFETY: the driver core calls this only for the attributes of a live
+    // group (see `DeviceGroup::drop`), each the first field of a
+    // `DeviceSlot<T>` whose `data` the group keeps.
+    let (slot, data) = unsafe {
+        let slot = &*attribute.cast::<DeviceSlot<T>>();
+        (slot, &*slot.data)
+    };
+    let mut page = Page {
+        buffer: buffer.cast(),
+        len: 0,
+    };
+    match (slot.functions.show)(data, &mut page) {
+        Ok(()) => page.len as isize,
+        Err(error) => error.to_errno() as isize,
+    }
+}
+
+/// `store` of every writable device attribute.
+unsafe extern "C" fn device_store<T: Send + Sync + 'static>(
+    _: *mut bindings::device,
+    attribute: *mut bindings::device_attribute,
+    buffer: *const c_char,
+    count: usize,
+) -> isize {
+    // SAFETY: as in `device_show`; the core passes the `count` bytes written.
+    let (slot, data, input) = unsafe {
+        let slot = &*attribute.cast::<DeviceSlot<T>>();
         (
             slot,
             &*slot.data,

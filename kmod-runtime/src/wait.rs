@@ -86,6 +86,40 @@ impl WaitQueue {
         Ok(())
     }
 
+    /// As [`WaitQueue::wait_interruptible_while`], but for at most
+    /// `timeout_ms` milliseconds in all: `Ok(true)` once the condition is
+    /// false, `Ok(false)` if it still holds when the time is up.
+    pub fn wait_interruptible_timeout_while<T, B: Backend>(
+        &self,
+        guard: &mut Guard<'_, T, B>,
+        timeout_ms: u32,
+        mut condition: impl FnMut(&T) -> bool,
+    ) -> Result<bool> {
+        // SAFETY: arithmetic on its argument only.
+        let mut left = unsafe { bindings::kmod_msecs_to_jiffies(timeout_ms) } as core::ffi::c_long;
+        while condition(guard) {
+            if left <= 0 {
+                return Ok(false);
+            }
+            // SAFETY: no pointers in; reads the current task's flags.
+            if unsafe { bindings::kmod_signal_pending() } {
+                return Err(ERESTARTSYS);
+            }
+            let mut entry = MaybeUninit::<bindings::wait_queue_entry>::uninit();
+            let entry = entry.as_mut_ptr();
+            // SAFETY: as in `wait_interruptible_while`; `schedule_timeout`
+            // sleeps as `schedule` does, for at most `left` jiffies, and
+            // says how many are left.
+            unsafe {
+                bindings::init_wait_entry(entry, 0);
+                bindings::kmod_prepare_to_wait_interruptible(self.head.get(), entry);
+                left = guard.unlocked(|| bindings::schedule_timeout(left));
+                bindings::finish_wait(self.head.get(), entry);
+            }
+        }
+        Ok(true)
+    }
+
     /// Wakes every task sleeping in [`WaitQueue::wait_interruptible_while`]
     /// and every `poll(2)` waiting on this queue; any context.
     pub fn notify_all(&self) {

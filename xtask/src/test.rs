@@ -15,6 +15,7 @@ use kmod_build::driver::Human;
 mod agreement;
 mod damaged;
 mod editor;
+mod edu;
 mod examples;
 mod ktest;
 mod new_project;
@@ -62,6 +63,8 @@ enum Only {
     Ktest,
     /// The runtime: its examples booted, its compile-fail cases, clippy.
     Examples,
+    /// `examples/edu` with QEMU's edu PCI device, and without (test/edu.rs).
+    Edu,
 }
 
 pub fn run(args: &Args) -> Result<()> {
@@ -107,6 +110,12 @@ pub fn run(args: &Args) -> Result<()> {
             }
             return results.finish();
         }
+        Some(Only::Edu) => {
+            for tree in &trees {
+                results.record(format!("boot::edu::{}", tree.release), edu::run(tree));
+            }
+            return results.finish();
+        }
         Some(Only::Flavours) | None => {}
     }
     // Named kernels are tested as asked; by default, beside the installed
@@ -146,6 +155,7 @@ pub fn run(args: &Args) -> Result<()> {
     }
     for tree in &trees {
         runtime_checks(tree, &mut results);
+        results.record(format!("boot::edu::{}", tree.release), edu::run(tree));
     }
     ship::run(&sh, &trees, &hello, &mut results);
     new_project::run(&sh, &trees, &mut results);
@@ -183,7 +193,9 @@ fn if_built(own: &Utf8Path, tree: &KernelTree, run: impl FnOnce() -> Result<()>)
 /// Clippy, every warning an error, on hello and the examples (and so the
 /// runtime) with `tree`'s bindings: their code differs per kernel.
 fn clippy(tree: &KernelTree) -> Result<()> {
-    for name in ["hello", "params", "chardev", "ticker", "counter", "worker"] {
+    for name in [
+        "hello", "params", "chardev", "ticker", "counter", "worker", "edu",
+    ] {
         ModuleCrate::find(name)?
             .clippy(tree)
             .with_context(|| format!("clippy on {name} for {}", tree.release))?;

@@ -166,7 +166,7 @@ fn panic_handler(tree: &KernelTree, vmlinuz: &Utf8Path) -> Result<()> {
 }
 
 /// Sections that must have succeeded and printed exactly `expected`.
-fn expect_output(log: &GuestLog, checks: &[(&str, &str)]) -> Result<()> {
+pub(super) fn expect_output(log: &GuestLog, checks: &[(&str, &str)]) -> Result<()> {
     for (section, expected) in checks {
         let found = log.expect_section(section)?;
         ensure!(
@@ -181,7 +181,7 @@ fn expect_output(log: &GuestLog, checks: &[(&str, &str)]) -> Result<()> {
 
 /// Sections that must have failed, with the shell printing the errno's
 /// `strerror` (any failure for `None`, e.g. `ls` of what unloading removed).
-fn expect_failure(log: &GuestLog, checks: &[(&str, Option<Errno>)]) -> Result<()> {
+pub(super) fn expect_failure(log: &GuestLog, checks: &[(&str, Option<Errno>)]) -> Result<()> {
     for (section, errno) in checks {
         let found = log.expect_section(section)?;
         let says = errno.map_or("", Errno::message);

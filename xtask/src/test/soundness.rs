@@ -81,6 +81,22 @@ const CASES: &[(&str, &str)] = &[
         "file_borrows_shared",
         "borrowed data escapes outside of associated function",
     ),
+    (
+        "irq_handler_not_sync",
+        "`Cell<u32>` cannot be shared between threads safely",
+    ),
+    (
+        "pci_data_not_sync",
+        "`Cell<u32>` cannot be shared between threads safely",
+    ),
+    (
+        "pci_device_kept",
+        "borrowed data escapes outside of associated function",
+    ),
+    (
+        "dma_written_shared",
+        "cannot borrow `*buffer` as mutable, as it is behind a `&` reference",
+    ),
 ];
 
 const FIXTURE: &str = "soundness";
