@@ -326,15 +326,50 @@ fn decompress(image: &[u8]) -> Result<Vec<u8>, String> {
         read_all(Box::new(decoder), "zstd")
     } else if data.starts_with(b"\x1f\x8b") {
         read_all(Box::new(flate2::read::GzDecoder::new(data)), "gzip")
+    } else if data.starts_with(LZ4_LEGACY_MAGIC) {
+        lz4_legacy(&unsized_data(data))
     } else if data.starts_with(b"\x7fELF") || !sized {
         Ok(data.to_vec())
     } else {
         let magic: Vec<String> = data.iter().take(4).map(|b| format!("{b:02x}")).collect();
         Err(format!(
-            "the kernel image is compressed with a method not supported here (magic {}; gzip, xz and zstd are)",
+            "the kernel image is compressed with a method not supported here (magic {}; gzip, xz, zstd and lz4 are)",
             magic.join(" ")
         ))
     }
+}
+
+/// What the kernel's `lz4 -l` images start with (Debian's cloud kernels).
+const LZ4_LEGACY_MAGIC: &[u8] = b"\x02\x21\x4c\x18";
+
+/// LZ4's legacy format, as the kernel's `unlz4` reads it: after the magic,
+/// blocks of at most 8 MiB each, every one after its 32-bit little-endian
+/// compressed size; a magic may start another stream, a zero size (or
+/// padding too short for a size) ends the data.
+fn lz4_legacy(data: &[u8]) -> Result<Vec<u8>, String> {
+    const BLOCK: usize = 8 << 20;
+    let mut out = Vec::new();
+    let mut rest = data;
+    while let Some((size, after)) = rest.split_first_chunk::<4>() {
+        if size == LZ4_LEGACY_MAGIC {
+            rest = after;
+            continue;
+        }
+        let size = u32::from_le_bytes(*size) as usize;
+        if size == 0 {
+            break;
+        }
+        let block = after.get(..size).ok_or_else(|| {
+            format!("the kernel image's lz4 data ends inside a {size}-byte block")
+        })?;
+        let start = out.len();
+        out.resize(start + BLOCK, 0);
+        let written = lz4_flex::block::decompress_into(block, &mut out[start..])
+            .map_err(|e| format!("the kernel image's lz4 data does not decompress: {e}"))?;
+        out.truncate(start + written);
+        rest = &after[size..];
+    }
+    Ok(out)
 }
 
 /// The compressed kernel inside an x86 bzImage (boot protocol 2.08+), or
@@ -429,6 +464,32 @@ fn lower_hex(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn lz4_legacy_streams_decompress_as_the_kernel_reads_them() {
+        let first: Vec<u8> = (0..100_000u32)
+            .flat_map(|n| (n % 251).to_le_bytes())
+            .collect();
+        let second = b"the second stream".to_vec();
+        let mut data = LZ4_LEGACY_MAGIC.to_vec();
+        for (index, part) in [&first, &second].into_iter().enumerate() {
+            if index > 0 {
+                data.extend_from_slice(LZ4_LEGACY_MAGIC);
+            }
+            let block = lz4_flex::block::compress(part);
+            data.extend_from_slice(&(block.len() as u32).to_le_bytes());
+            data.extend_from_slice(&block);
+        }
+        let whole = [first.clone(), second].concat();
+        assert_eq!(lz4_legacy(&data).unwrap(), whole);
+        // bzImage payloads may end in zero padding.
+        assert_eq!(
+            lz4_legacy(&[data.clone(), vec![0; 6]].concat()).unwrap(),
+            whole
+        );
+        let cut = &data[..data.len() - 3];
+        assert!(lz4_legacy(cut).unwrap_err().contains("ends inside"));
+    }
 
     fn fake_cert(len: usize, fill: u8) -> Vec<u8> {
         let body = len - 4;

@@ -34,7 +34,8 @@ fn config_and_symvers_parse() {
         assert!(config.is_y("CONFIG_MODULES"), "{}", tree.release);
         let symvers = tree.symvers().unwrap();
         assert!(
-            symvers.len() > 20_000,
+            // Debian's cloud kernels export about 14 000, the others 25 000+.
+            symvers.len() > 10_000,
             "{}: {} exports",
             tree.release,
             symvers.len()
