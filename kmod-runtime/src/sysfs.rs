@@ -83,24 +83,144 @@ impl fmt::Write for Page {
     }
 }
 
-/// One attribute as sysfs sees it (the `kobj_attribute`, first, is what its
+/// The C attribute of a kind of group: a `struct attribute` and the
+/// kind's `show` (and `store`) callbacks, which find the [`Slot`] it is
+/// the first field of.
+trait Kind<T: 'static>: Sized {
+    /// The attribute `name`, mode 0644 with `store` if `writable`, else 0444.
+    fn new(name: &'static CStr, writable: bool) -> Self;
+    fn attr(&mut self) -> *mut bindings::attribute;
+}
+
+/// One attribute as sysfs sees it (the C attribute, first, is what its
 /// callbacks get a pointer to) and what they need to call its functions.
 #[repr(C)]
-struct Slot<T: 'static> {
-    attribute: bindings::kobj_attribute,
+struct Slot<A, T: 'static> {
+    attribute: A,
     data: *const T,
     functions: &'static Attribute<T>,
 }
 
-/// What the kernel points into, allocated once and never moved.
-struct Inner<T: 'static> {
+/// What the kernel points into, allocated once and never moved: the
+/// group, the `attribute` of each slot then NULL (`group.attrs`; the
+/// kernel reads these, Rust only frees them), and the data.
+struct Table<A, T: 'static, P> {
     group: bindings::attribute_group,
-    /// The `attribute` of each slot, then NULL (`group.attrs`); the kernel
-    /// reads these two, Rust only frees them.
     _pointers: Box<[*mut bindings::attribute]>,
-    _slots: Box<[Slot<T>]>,
-    data: Pin<Box<T>>,
+    _slots: Box<[Slot<A, T>]>,
+    data: Pin<P>,
 }
+
+impl<A: Kind<T>, T: 'static, P: core::ops::Deref<Target = T>> Table<A, T, P> {
+    /// The table of `attributes` showing `data`, leaked: the group owning
+    /// it frees it with `Box::from_raw` once sysfs has let go of it.
+    fn leak(data: Pin<P>, attributes: &'static [Attribute<T>]) -> Result<NonNull<Self>> {
+        let mut slots = Vec::new();
+        slots.try_reserve_exact(attributes.len())?;
+        let data_pointer: *const T = &*data;
+        for functions in attributes {
+            slots.push(Slot {
+                attribute: A::new(functions.name, functions.store.is_some()),
+                data: data_pointer,
+                functions,
+            });
+        }
+        let mut slots = slots.into_boxed_slice();
+        let mut pointers = Vec::new();
+        pointers.try_reserve_exact(slots.len() + 1)?;
+        for slot in slots.iter_mut() {
+            let attribute = slot.attribute.attr();
+            // SAFETY: a `struct attribute` of ours, not yet in sysfs; under
+            // lockdep this gives it the shim's static key, as C's dynamic
+            // attributes get from `sysfs_attr_init`.
+            unsafe { bindings::kmod_sysfs_attr_init(attribute) };
+            pointers.push(attribute);
+        }
+        pointers.push(core::ptr::null_mut());
+        let mut pointers = pointers.into_boxed_slice();
+        // SAFETY: all-zero is a valid `attribute_group`: no name (the files
+        // go in the kobject's directory), no callbacks, no attributes yet.
+        let mut group: bindings::attribute_group = unsafe { core::mem::zeroed() };
+        group.attrs = pointers.as_mut_ptr();
+        let table = crate::alloc::try_box(Table {
+            group,
+            _pointers: pointers,
+            _slots: slots,
+            data,
+        })?;
+        Ok(NonNull::from(Box::leak(table)))
+    }
+}
+
+/// What every kind's `show` does with the slot `attribute` is the first
+/// field of.
+///
+/// # Safety
+/// `attribute` is the attribute of a slot of a live table (sysfs calls
+/// only those: the groups remove theirs before freeing the table), and
+/// `buffer` the page sysfs gives `show`.
+unsafe fn call_show<A, T: 'static>(attribute: *mut A, buffer: *mut c_char) -> isize {
+    // SAFETY: see above; the slot's `data` is the table's, live with it.
+    let (slot, data) = unsafe {
+        let slot = &*attribute.cast::<Slot<A, T>>();
+        (slot, &*slot.data)
+    };
+    let mut page = Page {
+        buffer: buffer.cast(),
+        len: 0,
+    };
+    match (slot.functions.show)(data, &mut page) {
+        Ok(()) => page.len as isize,
+        Err(error) => error.to_errno() as isize,
+    }
+}
+
+/// What every kind's `store` does.
+///
+/// # Safety
+/// As for [`call_show`]; `buffer` holds the `count` bytes written.
+unsafe fn call_store<A, T: 'static>(
+    attribute: *mut A,
+    buffer: *const c_char,
+    count: usize,
+) -> isize {
+    // SAFETY: see above.
+    let (slot, data, input) = unsafe {
+        let slot = &*attribute.cast::<Slot<A, T>>();
+        (
+            slot,
+            &*slot.data,
+            core::slice::from_raw_parts(buffer.cast::<u8>(), count),
+        )
+    };
+    let Some(store) = slot.functions.store else {
+        // Not reached: only writable slots have this callback.
+        return crate::error::EIO.to_errno() as isize;
+    };
+    match store(data, input) {
+        Ok(()) => count as isize,
+        Err(error) => error.to_errno() as isize,
+    }
+}
+
+impl<T: Sync + 'static> Kind<T> for bindings::kobj_attribute {
+    fn new(name: &'static CStr, writable: bool) -> Self {
+        // SAFETY: all-zero is a valid `kobj_attribute` (NULL pointers and
+        // callbacks, mode 0, no lockdep key yet).
+        let mut attribute: Self = unsafe { core::mem::zeroed() };
+        attribute.attr.name = name.as_ptr();
+        attribute.attr.mode = if writable { 0o644 } else { 0o444 };
+        attribute.show = Some(show::<T>);
+        attribute.store = writable.then_some(store::<T>);
+        attribute
+    }
+
+    fn attr(&mut self) -> *mut bindings::attribute {
+        &raw mut self.attr
+    }
+}
+
+type Inner<T> = Table<bindings::kobj_attribute, T, Box<T>>;
 
 /// `/sys/kernel/<name>/` with a file per [`Attribute`], showing `data`.
 /// Dropping it removes the files, then the directory, then `data`.
@@ -125,56 +245,16 @@ impl<T: Sync + 'static> Group<T> {
         data: Pin<Box<T>>,
         attributes: &'static [Attribute<T>],
     ) -> Result<Self> {
-        let mut slots = Vec::new();
-        slots.try_reserve_exact(attributes.len())?;
-        let data_pointer: *const T = &*data;
-        for functions in attributes {
-            // SAFETY: all-zero is a valid `kobj_attribute` (NULL pointers and
-            // callbacks, mode 0, no lockdep key yet).
-            let mut attribute: bindings::kobj_attribute = unsafe { core::mem::zeroed() };
-            attribute.attr.name = functions.name.as_ptr();
-            attribute.show = Some(show::<T>);
-            if functions.store.is_some() {
-                attribute.attr.mode = 0o644;
-                attribute.store = Some(store::<T>);
-            } else {
-                attribute.attr.mode = 0o444;
-            }
-            slots.push(Slot {
-                attribute,
-                data: data_pointer,
-                functions,
-            });
-        }
-        let mut slots = slots.into_boxed_slice();
-        let mut pointers = Vec::new();
-        pointers.try_reserve_exact(slots.len() + 1)?;
-        for slot in slots.iter_mut() {
-            let attribute = &raw mut slot.attribute.attr;
-            // SAFETY: a `struct attribute` of ours, not yet in sysfs; under
-            // lockdep this gives it the shim's static key, as C's dynamic
-            // attributes get from `sysfs_attr_init`.
-            unsafe { bindings::kmod_sysfs_attr_init(attribute) };
-            pointers.push(attribute);
-        }
-        pointers.push(core::ptr::null_mut());
-        let mut pointers = pointers.into_boxed_slice();
-        // SAFETY: all-zero is a valid `attribute_group`: no name (the files
-        // go in the kobject's directory), no callbacks, no attributes yet.
-        let mut group: bindings::attribute_group = unsafe { core::mem::zeroed() };
-        group.attrs = pointers.as_mut_ptr();
-        let inner = crate::alloc::try_box(Inner {
-            group,
-            _pointers: pointers,
-            _slots: slots,
-            data,
-        })?;
+        let inner = Inner::leak(data, attributes)?;
         // SAFETY: `name` is copied; `kernel_kobj` is `/sys/kernel`, which
         // the kernel never removes.
         let kobject =
             unsafe { bindings::kobject_create_and_add(name.as_ptr(), bindings::kernel_kobj) };
-        let kobject = NonNull::new(kobject).ok_or(ENOMEM)?;
-        let inner = NonNull::from(Box::leak(inner));
+        let Some(kobject) = NonNull::new(kobject) else {
+            // SAFETY: sysfs never saw the table.
+            drop(unsafe { Box::from_raw(inner.as_ptr()) });
+            return Err(ENOMEM);
+        };
         // SAFETY: `inner` stays where it is until `drop` removes the group
         // (or until below if adding it failed, when sysfs has removed the
         // files it added); each attribute's callbacks find their slot and
@@ -213,30 +293,18 @@ impl<T: Sync + 'static> Drop for Group<T> {
     }
 }
 
-/// `show` of every attribute: `attribute` is a slot's.
+/// `show` of every attribute of a [`Group`].
 unsafe extern "C" fn show<T: Sync + 'static>(
     _: *mut bindings::kobject,
     attribute: *mut bindings::kobj_attribute,
     buffer: *mut c_char,
 ) -> isize {
     // SAFETY: sysfs calls this only for the attributes of a live group (see
-    // `Group::drop`), each the first field of a `Slot<T>`, whose `data` is
-    // the group's.
-    let (slot, data) = unsafe {
-        let slot = &*attribute.cast::<Slot<T>>();
-        (slot, &*slot.data)
-    };
-    let mut page = Page {
-        buffer: buffer.cast(),
-        len: 0,
-    };
-    match (slot.functions.show)(data, &mut page) {
-        Ok(()) => page.len as isize,
-        Err(error) => error.to_errno() as isize,
-    }
+    // `Group::drop`), with a page.
+    unsafe { call_show::<_, T>(attribute, buffer) }
 }
 
-/// `store` of every writable attribute: `attribute` is a slot's.
+/// `store` of every writable attribute of a [`Group`].
 unsafe extern "C" fn store<T: Sync + 'static>(
     _: *mut bindings::kobject,
     attribute: *mut bindings::kobj_attribute,
@@ -244,39 +312,27 @@ unsafe extern "C" fn store<T: Sync + 'static>(
     count: usize,
 ) -> isize {
     // SAFETY: as in `show`; sysfs passes the `count` bytes written.
-    let (slot, data, input) = unsafe {
-        let slot = &*attribute.cast::<Slot<T>>();
-        (
-            slot,
-            &*slot.data,
-            core::slice::from_raw_parts(buffer.cast::<u8>(), count),
-        )
-    };
-    let Some(store) = slot.functions.store else {
-        // Not reached: only writable slots have this callback.
-        return crate::error::EIO.to_errno() as isize;
-    };
-    match store(data, input) {
-        Ok(()) => count as isize,
-        Err(error) => error.to_errno() as isize,
+    unsafe { call_store::<_, T>(attribute, buffer, count) }
+}
+
+impl<T: Send + Sync + 'static> Kind<T> for bindings::device_attribute {
+    fn new(name: &'static CStr, writable: bool) -> Self {
+        // SAFETY: all-zero is a valid `device_attribute` (as for
+        // `kobj_attribute`).
+        let mut attribute: Self = unsafe { core::mem::zeroed() };
+        attribute.attr.name = name.as_ptr();
+        attribute.attr.mode = if writable { 0o644 } else { 0o444 };
+        attribute.show = Some(device_show::<T>);
+        attribute.store = writable.then_some(device_store::<T>);
+        attribute
+    }
+
+    fn attr(&mut self) -> *mut bindings::attribute {
+        &raw mut self.attr
     }
 }
 
-/// One attribute of a [`DeviceGroup`]: the `device_attribute` first, as
-/// the driver core's callbacks get a pointer to it.
-#[repr(C)]
-struct DeviceSlot<T: 'static> {
-    attribute: bindings::device_attribute,
-    data: *const T,
-    functions: &'static Attribute<T>,
-}
-
-struct DeviceInner<T: 'static> {
-    group: bindings::attribute_group,
-    _pointers: Box<[*mut bindings::attribute]>,
-    _slots: Box<[DeviceSlot<T>]>,
-    _data: Pin<Arc<T>>,
-}
+type DeviceInner<T> = Table<bindings::device_attribute, T, Arc<T>>;
 
 /// Files in a bound PCI device's own directory
 /// (`/sys/bus/pci/devices/<bdf>/`), one per [`Attribute`], showing `data`.
@@ -301,48 +357,7 @@ impl<T: Send + Sync + 'static> DeviceGroup<T> {
         data: Pin<Arc<T>>,
         attributes: &'static [Attribute<T>],
     ) -> Result<Self> {
-        let mut slots = Vec::new();
-        slots.try_reserve_exact(attributes.len())?;
-        let data_pointer: *const T = &*data;
-        for functions in attributes {
-            // SAFETY: all-zero is a valid `device_attribute` (as for
-            // `kobj_attribute` in `Group::create`).
-            let mut attribute: bindings::device_attribute = unsafe { core::mem::zeroed() };
-            attribute.attr.name = functions.name.as_ptr();
-            attribute.show = Some(device_show::<T>);
-            if functions.store.is_some() {
-                attribute.attr.mode = 0o644;
-                attribute.store = Some(device_store::<T>);
-            } else {
-                attribute.attr.mode = 0o444;
-            }
-            slots.push(DeviceSlot {
-                attribute,
-                data: data_pointer,
-                functions,
-            });
-        }
-        let mut slots = slots.into_boxed_slice();
-        let mut pointers = Vec::new();
-        pointers.try_reserve_exact(slots.len() + 1)?;
-        for slot in slots.iter_mut() {
-            let attribute = &raw mut slot.attribute.attr;
-            // SAFETY: as in `Group::create`.
-            unsafe { bindings::kmod_sysfs_attr_init(attribute) };
-            pointers.push(attribute);
-        }
-        pointers.push(core::ptr::null_mut());
-        let mut pointers = pointers.into_boxed_slice();
-        // SAFETY: as in `Group::create`.
-        let mut group: bindings::attribute_group = unsafe { core::mem::zeroed() };
-        group.attrs = pointers.as_mut_ptr();
-        let inner = crate::alloc::try_box(DeviceInner {
-            group,
-            _pointers: pointers,
-            _slots: slots,
-            _data: data,
-        })?;
-        let inner = NonNull::from(Box::leak(inner));
+        let inner = DeviceInner::leak(data, attributes)?;
         let device = device.get_ref();
         // SAFETY: the device is live (referenced); `inner` stays where it is
         // until `drop` removes the group, or below if adding it failed.
@@ -375,30 +390,18 @@ impl<T: Send + Sync + 'static> Drop for DeviceGroup<T> {
     }
 }
 
-/// `show` of every device attribute: `attribute` is a slot's.
+/// `show` of every attribute of a [`DeviceGroup`].
 unsafe extern "C" fn device_show<T: Send + Sync + 'static>(
     _: *mut bindings::device,
     attribute: *mut bindings::device_attribute,
     buffer: *mut c_char,
 ) -> isize {
     // SAFETY: the driver core calls this only for the attributes of a live
-    // group (see `DeviceGroup::drop`), each the first field of a
-    // `DeviceSlot<T>` whose `data` the group keeps.
-    let (slot, data) = unsafe {
-        let slot = &*attribute.cast::<DeviceSlot<T>>();
-        (slot, &*slot.data)
-    };
-    let mut page = Page {
-        buffer: buffer.cast(),
-        len: 0,
-    };
-    match (slot.functions.show)(data, &mut page) {
-        Ok(()) => page.len as isize,
-        Err(error) => error.to_errno() as isize,
-    }
+    // group (see `DeviceGroup::drop`), with a page.
+    unsafe { call_show::<_, T>(attribute, buffer) }
 }
 
-/// `store` of every writable device attribute.
+/// `store` of every writable attribute of a [`DeviceGroup`].
 unsafe extern "C" fn device_store<T: Send + Sync + 'static>(
     _: *mut bindings::device,
     attribute: *mut bindings::device_attribute,
@@ -406,20 +409,5 @@ unsafe extern "C" fn device_store<T: Send + Sync + 'static>(
     count: usize,
 ) -> isize {
     // SAFETY: as in `device_show`; the core passes the `count` bytes written.
-    let (slot, data, input) = unsafe {
-        let slot = &*attribute.cast::<DeviceSlot<T>>();
-        (
-            slot,
-            &*slot.data,
-            core::slice::from_raw_parts(buffer.cast::<u8>(), count),
-        )
-    };
-    let Some(store) = slot.functions.store else {
-        // Not reached: only writable slots have this callback.
-        return crate::error::EIO.to_errno() as isize;
-    };
-    match store(data, input) {
-        Ok(()) => count as isize,
-        Err(error) => error.to_errno() as isize,
-    }
+    unsafe { call_store::<_, T>(attribute, buffer, count) }
 }

@@ -60,9 +60,38 @@ impl WaitQueue {
     pub fn wait_interruptible_while<T, B: Backend>(
         &self,
         guard: &mut Guard<'_, T, B>,
-        mut condition: impl FnMut(&T) -> bool,
+        condition: impl FnMut(&T) -> bool,
     ) -> Result {
+        // `MAX_SCHEDULE_TIMEOUT`: `schedule_timeout` is `schedule` then.
+        self.wait_jiffies(guard, core::ffi::c_long::MAX, condition)
+            .map(|_| ())
+    }
+
+    /// As [`WaitQueue::wait_interruptible_while`], but for at most
+    /// `timeout_ms` milliseconds in all: `Ok(true)` once the condition is
+    /// false, `Ok(false)` if it still holds when the time is up.
+    pub fn wait_interruptible_timeout_while<T, B: Backend>(
+        &self,
+        guard: &mut Guard<'_, T, B>,
+        timeout_ms: u32,
+        condition: impl FnMut(&T) -> bool,
+    ) -> Result<bool> {
+        // SAFETY: arithmetic on its argument only.
+        let jiffies = unsafe { bindings::kmod_msecs_to_jiffies(timeout_ms) } as core::ffi::c_long;
+        self.wait_jiffies(guard, jiffies, condition)
+    }
+
+    /// The wait of both: for at most `left` jiffies.
+    fn wait_jiffies<T, B: Backend>(
+        &self,
+        guard: &mut Guard<'_, T, B>,
+        mut left: core::ffi::c_long,
+        mut condition: impl FnMut(&T) -> bool,
+    ) -> Result<bool> {
         while condition(guard) {
+            if left <= 0 {
+                return Ok(false);
+            }
             // SAFETY: no pointers in; reads the current task's flags.
             if unsafe { bindings::kmod_signal_pending() } {
                 return Err(ERESTARTSYS);
@@ -75,39 +104,7 @@ impl WaitQueue {
             // the runtime's code runs while the entry is queued, so nothing
             // can leave this frame with it there. Queued before the lock is
             // released: a change made under the lock and its notification
-            // cannot come between the check and the sleep.
-            unsafe {
-                bindings::init_wait_entry(entry, 0);
-                bindings::kmod_prepare_to_wait_interruptible(self.head.get(), entry);
-                guard.unlocked(|| bindings::schedule());
-                bindings::finish_wait(self.head.get(), entry);
-            }
-        }
-        Ok(())
-    }
-
-    /// As [`WaitQueue::wait_interruptible_while`], but for at most
-    /// `timeout_ms` milliseconds in all: `Ok(true)` once the condition is
-    /// false, `Ok(false)` if it still holds when the time is up.
-    pub fn wait_interruptible_timeout_while<T, B: Backend>(
-        &self,
-        guard: &mut Guard<'_, T, B>,
-        timeout_ms: u32,
-        mut condition: impl FnMut(&T) -> bool,
-    ) -> Result<bool> {
-        // SAFETY: arithmetic on its argument only.
-        let mut left = unsafe { bindings::kmod_msecs_to_jiffies(timeout_ms) } as core::ffi::c_long;
-        while condition(guard) {
-            if left <= 0 {
-                return Ok(false);
-            }
-            // SAFETY: no pointers in; reads the current task's flags.
-            if unsafe { bindings::kmod_signal_pending() } {
-                return Err(ERESTARTSYS);
-            }
-            let mut entry = MaybeUninit::<bindings::wait_queue_entry>::uninit();
-            let entry = entry.as_mut_ptr();
-            // SAFETY: as in `wait_interruptible_while`; `schedule_timeout`
+            // cannot come between the check and the sleep. `schedule_timeout`
             // sleeps as `schedule` does, for at most `left` jiffies, and
             // says how many are left.
             unsafe {
