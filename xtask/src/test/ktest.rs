@@ -85,11 +85,7 @@ fn example_tests(sh: &Shell, example: &str, trees: &[KernelTree]) -> Result<(Str
         .ignore_status()
         .output()
         .with_context(|| format!("cargo kmod test -p {example}"))?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = joined(&output);
     ensure!(
         output.status.success(),
         "cargo kmod test -p {example} exited {}:\n{text}",
@@ -100,17 +96,39 @@ fn example_tests(sh: &Shell, example: &str, trees: &[KernelTree]) -> Result<(Str
 
 /// Every one of the example's `tests` passed on `release`.
 fn example_passed(example: &str, output: &str, tests: usize, release: &str) -> Result<()> {
+    let passed = format!("test result: ok. {tests} passed; 0 failed;");
+    expect_in_report(output, tests, release, &[&passed]).with_context(|| example.to_owned())
+}
+
+/// Where stderr starts in [`joined`] output.
+const STDERR: &str = "\n==== stderr\n";
+
+/// A `cargo kmod test`'s stdout (the reports), then its stderr.
+fn joined(output: &std::process::Output) -> String {
+    format!(
+        "{}{STDERR}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// The report of `tests` tests on `release` in `output` (up to the next
+/// kernel's, or stderr) must hold every one of `expected`.
+fn expect_in_report(output: &str, tests: usize, release: &str, expected: &[&str]) -> Result<()> {
     let start = format!("running {tests} tests ({release})");
     let report = output
         .split_once(&start)
         .map(|(_, rest)| rest)
-        .with_context(|| format!("{example}: no `{start}` in:\n{output}"))?;
-    let passed = format!("test result: ok. {tests} passed; 0 failed;");
-    let report = report.split_once("finished in").map_or(report, |(r, _)| r);
-    ensure!(
-        report.contains(&passed),
-        "{example}: no `{passed}` in the {release} report:\n{report}"
-    );
+        .with_context(|| format!("no `{start}` in:\n{output}"))?;
+    let report = [STDERR, "\nrunning "].iter().fold(report, |report, end| {
+        report.split_once(end).map_or(report, |(r, _)| r)
+    });
+    for expected in expected {
+        ensure!(
+            report.contains(expected),
+            "no `{expected}` in the {release} report:\n{report}"
+        );
+    }
     Ok(())
 }
 
@@ -161,11 +179,7 @@ fn cargo_kmod_test(sh: &Shell, path: &str, trees: &[KernelTree], args: &[&str]) 
         .ignore_status()
         .output()
         .context("cargo kmod test in the new project")?;
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    );
+    let text = joined(&output);
     ensure!(
         output.status.code() == Some(101),
         "cargo kmod test {args:?} exited {} (expected 101 for failed tests):\n{text}",
@@ -180,26 +194,17 @@ fn leak_reported(output: &str, release: &str) -> Result<()> {
     let (_, output) = output
         .split_once(LEAK_RUN)
         .with_context(|| format!("no second run in:\n{output}"))?;
-    let start = format!("running 1 tests ({release})");
-    let report = output
-        .split_once(&start)
-        .map(|(_, rest)| rest)
-        .with_context(|| format!("no `{start}` in:\n{output}"))?;
-    let report = report
-        .split_once("\nrunning ")
-        .map_or(report, |(report, _)| report);
-    for expected in [
-        "test tests::leaks ... ok",
-        "test result: ok. 1 passed; 0 failed; 2 filtered out;",
-        "unload after the tests ... FAILED",
-        LEAK_REPORT,
-    ] {
-        ensure!(
-            report.contains(expected),
-            "no `{expected}` in the {release} report:\n{report}"
-        );
-    }
-    Ok(())
+    expect_in_report(
+        output,
+        1,
+        release,
+        &[
+            "test tests::leaks ... ok",
+            "test result: ok. 1 passed; 0 failed; 2 filtered out;",
+            "unload after the tests ... FAILED",
+            LEAK_REPORT,
+        ],
+    )
 }
 
 /// The report of one kernel: both tests, the counts, the message.
@@ -207,25 +212,16 @@ fn per_kernel(output: &str, release: &str) -> Result<()> {
     let output = output
         .split_once(LEAK_RUN)
         .map_or(output, |(first, _)| first);
-    let start = format!("running 2 tests ({release})");
-    let report = output
-        .split_once(&start)
-        .map(|(_, rest)| rest)
-        .with_context(|| format!("no `{start}` in:\n{output}"))?;
-    let report = report
-        .split_once("finished in")
-        .map_or(report, |(report, _)| report);
-    for expected in [
-        "test tests::allocates ... ok",
-        "test tests::fails ... FAILED",
-        PLANTED,
-        "lib.rs:",
-        "test result: FAILED. 1 passed; 1 failed;",
-    ] {
-        ensure!(
-            report.contains(expected),
-            "no `{expected}` in the {release} report:\n{report}"
-        );
-    }
-    Ok(())
+    expect_in_report(
+        output,
+        2,
+        release,
+        &[
+            "test tests::allocates ... ok",
+            "test tests::fails ... FAILED",
+            PLANTED,
+            "lib.rs:",
+            "test result: FAILED. 1 passed; 1 failed;",
+        ],
+    )
 }
