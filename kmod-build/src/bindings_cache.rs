@@ -29,14 +29,16 @@ impl BindingsCache {
         }
     }
 
-    /// The entry, if it is whole: a damaged part is reported (as a cargo
-    /// warning naming the file) and regenerated, never trusted.
+    /// The entry, if it is whole: a damaged part is reported (a warning
+    /// naming the file) and regenerated, never trusted.
     pub fn load(&self) -> Option<(String, Vec<String>)> {
         let read = |path: &Utf8Path| match read_cache_entry(path) {
             CacheEntry::Valid(text) => Some(text),
             CacheEntry::Missing => None,
             CacheEntry::Damaged(why) => {
-                println!("cargo:warning=kmod-build: ignoring the damaged bindings cache entry {path} ({why}); regenerating it");
+                crate::build_script::warn(&format!(
+                    "ignoring the damaged bindings cache entry {path} ({why}); regenerating it"
+                ));
                 None
             }
         };

@@ -61,6 +61,20 @@ pub struct Build {
 /// bindings name them without it.
 const CONSTANT_PREFIX: &str = "kmod_build_constant_";
 
+/// Set by [`Build::try_build`]: this process is a build script, whose
+/// warnings cargo takes from stdout.
+static IN_BUILD_SCRIPT: AtomicBool = AtomicBool::new(false);
+
+/// A warning about a cache entry or the like: a `cargo:warning` line in a
+/// build script, else on stderr (the driver's stdout may be JSON).
+pub(crate) fn warn(message: &str) {
+    if IN_BUILD_SCRIPT.load(Ordering::Relaxed) {
+        println!("cargo:warning=kmod-build: {message}");
+    } else {
+        eprintln!("warning: kmod-build: {message}");
+    }
+}
+
 /// The environment variable, set for the crate's compile, that holds the
 /// path of its generated bindings: `include!(env!("KMOD_BUILD_BINDINGS"))`.
 pub const BINDINGS_ENV: &str = "KMOD_BUILD_BINDINGS";
@@ -227,6 +241,7 @@ impl Build {
     /// Generates `$OUT_DIR/bindings.rs` (and `$OUT_DIR/`[`SHIM_FILE`] when
     /// there are helpers) and prints the `cargo:` lines.
     pub fn try_build(self) -> Result<()> {
+        IN_BUILD_SCRIPT.store(true, Ordering::Relaxed);
         for var in [crate::KERNEL_ENV, "KDIR", crate::CACHE_ENV] {
             println!("cargo:rerun-if-env-changed={var}");
         }
@@ -268,12 +283,25 @@ impl Build {
         out_dir: &Utf8Path,
         cache_dir: &Utf8Path,
     ) -> Result<Generated> {
+        std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
+        let cflags = CFlags::probe(tree, cache_dir)?;
+        self.generate_from(tree, &cflags, out_dir, cache_dir)
+    }
+
+    /// [`Build::generate`] with the tree's C flags given (probed, or a
+    /// guess the caller checks against the probe).
+    pub(crate) fn generate_from(
+        &self,
+        tree: &KernelTree,
+        cflags: &CFlags,
+        out_dir: &Utf8Path,
+        cache_dir: &Utf8Path,
+    ) -> Result<Generated> {
         let config = tree.config()?;
         for dir in [out_dir, cache_dir] {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
         }
-        let cflags = CFlags::probe(tree, cache_dir)?;
-        let (bindings, headers) = self.bindings(&cflags, tree, cache_dir)?;
+        let (bindings, headers) = self.bindings(cflags, tree, cache_dir)?;
         let bindings_path = out_dir.join("bindings.rs");
         write_if_changed(&bindings_path, &bindings)?;
         let shim_path = out_dir.join(SHIM_FILE);
@@ -342,6 +370,11 @@ impl Build {
         Ok(out)
     }
 
+    /// What bindgen reads `tree`'s headers with, given its C flags.
+    pub(crate) fn clang_args(&self, cflags: &CFlags, tree: &KernelTree) -> Vec<String> {
+        cflags.for_clang(&self.name, tree.clang_target())
+    }
+
     /// The bindings from the shared cache, or from bindgen (then cached),
     /// with the headers they were generated from.
     fn bindings(
@@ -353,7 +386,7 @@ impl Build {
         // bindgen panics when it cannot load libclang (whose version is part
         // of the cache key): load it first to say so.
         check_libclang()?;
-        let clang_args = cflags.for_clang(&self.name, tree.clang_target());
+        let clang_args = self.clang_args(cflags, tree);
         // A kernel package update rewrites these in place.
         let tree_stamp: Vec<String> = [
             "include/generated/autoconf.h",

@@ -37,19 +37,11 @@ impl CFlags {
     /// Builds a one-line probe module in `work_dir` and reads its flags.
     /// The result is cached in `work_dir` until the tree's config changes.
     pub fn probe(tree: &KernelTree, work_dir: &Utf8Path) -> Result<CFlags> {
-        let cache = work_dir.join("cflags");
-        let stamp = cache_stamp(tree);
-        match read_cache_entry(&cache) {
-            CacheEntry::Valid(text) => {
-                if let Some(flags) = CFlags::from_cache(&stamp, &text) {
-                    return Ok(flags);
-                }
-            }
-            CacheEntry::Damaged(why) => println!(
-                "cargo:warning=kmod-build: ignoring the damaged C flags cache entry {cache} ({why}); probing again"
-            ),
-            CacheEntry::Missing => {}
+        if let Some(flags) = CFlags::cached(tree, work_dir) {
+            return Ok(flags);
         }
+        let cache = work_dir.join(CACHE_FILE);
+        let stamp = cache_stamp(tree);
         collect_leftovers(work_dir, ".probe.", false);
         // A directory of its own: build scripts of several packages (and
         // several builds) probe at once.
@@ -88,6 +80,62 @@ impl CFlags {
         })?;
         write_cache_entry(&cache, &format!("{stamp}{}\n", flags.args.join("\n")))?;
         Ok(flags)
+    }
+
+    /// The flags [`CFlags::probe`] cached for `tree` in `work_dir`, if they
+    /// were probed from the tree as it is now.
+    pub fn cached(tree: &KernelTree, work_dir: &Utf8Path) -> Option<CFlags> {
+        let cache = work_dir.join(CACHE_FILE);
+        match read_cache_entry(&cache) {
+            CacheEntry::Valid(text) => CFlags::from_cache(&cache_stamp(tree), &text),
+            CacheEntry::Damaged(why) => {
+                crate::build_script::warn(&format!(
+                    "ignoring the damaged C flags cache entry {cache} ({why}); probing again"
+                ));
+                None
+            }
+            CacheEntry::Missing => None,
+        }
+    }
+
+    /// A guess at `tree`'s flags, from those the newest probe of another
+    /// tree of its architecture cached beside `work_dir` (caches are per
+    /// release: `<cache>/<release>/`), that tree's paths made `tree`'s.
+    /// Right where the two trees' Makefiles and configs agree on the flags
+    /// (the flavours and ABIs of one series); only a probe says, so a
+    /// caller compares it with one.
+    pub fn guess(tree: &KernelTree, work_dir: &Utf8Path) -> Option<CFlags> {
+        let newest = work_dir
+            .parent()?
+            .read_dir_utf8()
+            .ok()?
+            .flatten()
+            .map(|entry| entry.path().join(CACHE_FILE))
+            .filter(|file| file.parent() != Some(work_dir))
+            .filter_map(|file| Some((file.metadata().ok()?.modified().ok()?, file)))
+            .max_by_key(|(modified, _)| *modified)?;
+        let CacheEntry::Valid(text) = read_cache_entry(&newest.1) else {
+            return None;
+        };
+        let mut lines = text.lines();
+        let (path, _) = lines.next()?.strip_prefix("# ")?.rsplit_once(' ')?;
+        let (path, _) = path.rsplit_once(' ')?;
+        let (arch, source) = lines.next()?.strip_prefix("# source ")?.split_once(' ')?;
+        if arch != tree.arch {
+            return None;
+        }
+        // The longer first: one may hold the other (openSUSE's objtree is
+        // beside its source, `linux-<ver>-obj`).
+        let mut renames = [(path, tree.path.as_str()), (source, tree.source.as_str())];
+        renames.sort_by_key(|(old, _)| std::cmp::Reverse(old.len()));
+        let args = lines
+            .map(|arg| {
+                renames
+                    .iter()
+                    .fold(arg.to_owned(), |arg, (old, new)| arg.replace(old, new))
+            })
+            .collect();
+        Some(CFlags { args })
     }
 
     /// The flags a cache entry holds, if it was probed from the tree state
@@ -173,7 +221,11 @@ fn absolute(path: &str, tree: &Utf8Path) -> String {
     }
 }
 
-/// Identifies the tree state the cached flags were probed from.
+/// The cache entry [`CFlags::probe`] keeps in its `work_dir`.
+const CACHE_FILE: &str = "cflags";
+
+/// Identifies the tree state the cached flags were probed from, and says
+/// where its source and what its architecture is ([`CFlags::guess`]).
 fn cache_stamp(tree: &KernelTree) -> String {
     let modified = std::fs::metadata(tree.path.join("include/config/auto.conf"))
         .and_then(|m| m.modified())
@@ -181,7 +233,10 @@ fn cache_stamp(tree: &KernelTree) -> String {
         .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    format!("# {} {} {modified}\n", tree.path, tree.release)
+    format!(
+        "# {} {} {modified}\n# source {} {}\n",
+        tree.path, tree.release, tree.arch, tree.source
+    )
 }
 
 fn write(path: &Utf8PathBuf, contents: &str) -> Result<()> {
@@ -191,6 +246,48 @@ fn write(path: &Utf8PathBuf, contents: &str) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_guess_is_another_trees_flags_with_this_trees_paths() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
+        let tree = |release: &str, flavour: &str, arch: &str| {
+            let version = release.trim_end_matches(flavour);
+            let path = Utf8PathBuf::from(format!("/usr/src/linux-headers-{release}"));
+            KernelTree {
+                layout: crate::tree::Layout::detect(&path),
+                source: format!("/usr/src/linux-headers-{version}common").into(),
+                path,
+                release: release.to_owned(),
+                arch: arch.to_owned(),
+                sysroot: "/".into(),
+            }
+        };
+        let old = tree("6.1.0-56-amd64", "amd64", "x86");
+        let args = |tree: &KernelTree| {
+            vec![
+                "-nostdinc".to_owned(),
+                format!("-I{}/arch/x86/include", tree.source),
+                format!("-I{}/arch/x86/include/generated", tree.path),
+                "-include".to_owned(),
+                format!("{}/include/linux/kconfig.h", tree.source),
+                "-D__KERNEL__".to_owned(),
+            ]
+        };
+        std::fs::create_dir_all(cache.join(&old.release)).unwrap();
+        write_cache_entry(
+            &cache.join(&old.release).join(CACHE_FILE),
+            &format!("{}{}\n", cache_stamp(&old), args(&old).join("\n")),
+        )
+        .unwrap();
+        let new = tree("6.1.0-57-amd64", "amd64", "x86");
+        let guess = CFlags::guess(&new, &cache.join(&new.release)).unwrap();
+        assert_eq!(guess.args, args(&new));
+        // Nothing to guess from for another architecture, nor from itself.
+        let arm = tree("6.1.0-57-arm64", "arm64", "arm64");
+        assert_eq!(CFlags::guess(&arm, &cache.join(&arm.release)), None);
+        assert_eq!(CFlags::guess(&old, &cache.join(&old.release)), None);
+    }
 
     const CMD_6_12: &str = "savedcmd_/tmp/p/probe.o := x86_64-linux-gnu-gcc-12 -Wp,-MMD,/tmp/p/.probe.o.d -nostdinc \
         -I/src/arch/x86/include -I./arch/x86/include/generated -include /src/include/linux/kconfig.h \

@@ -12,6 +12,7 @@ use camino::{Utf8Path, Utf8PathBuf};
 
 use super::project::Project;
 use crate::build_script::{Build, Generated};
+use crate::cflags::CFlags;
 use crate::error::{Error, Result};
 use crate::tree::KernelTree;
 
@@ -111,7 +112,8 @@ fn generate(
     let mut targets = toml::Table::new();
     for declared in crates {
         let out_dir = dir.join(&declared.links);
-        let generated = Build::from_spec(&declared.spec)?.generate(tree, &out_dir, cache_dir)?;
+        let build = Build::from_spec(&declared.spec)?;
+        let generated = generate_one(&build, tree, &out_dir, cache_dir)?;
         targets.insert(declared.links.clone(), override_table(&generated).into());
         overrides
             .messages
@@ -133,6 +135,42 @@ fn generate(
     crate::build_script::write_if_changed(&path, &text)?;
     overrides.config = Some(path);
     Ok(overrides)
+}
+
+/// One crate's bindings for `tree`. A tree whose C flags are not cached yet
+/// is probed (a `make` of a probe module, ~0.8 s) while bindgen already
+/// runs with the flags guessed from another tree's ([`CFlags::guess`]),
+/// when the job budget has a slot for it; the guess is kept if the probe
+/// agrees, else bindgen runs again with the probed flags.
+fn generate_one(
+    build: &Build,
+    tree: &KernelTree,
+    out_dir: &Utf8Path,
+    cache_dir: &Utf8Path,
+) -> Result<Generated> {
+    if let Some(cflags) = CFlags::cached(tree, cache_dir) {
+        return build.generate_from(tree, &cflags, out_dir, cache_dir);
+    }
+    let Some(guess) = CFlags::guess(tree, cache_dir) else {
+        return build.generate(tree, out_dir, cache_dir);
+    };
+    let Some(_slot) = crate::process::spare_slot() else {
+        return build.generate(tree, out_dir, cache_dir);
+    };
+    std::thread::scope(|scope| {
+        let probe = scope.spawn(|| CFlags::probe(tree, cache_dir));
+        let guessed = build.generate_from(tree, &guess, out_dir, cache_dir);
+        let probed = probe.join().unwrap_or_else(|_| {
+            Err(Error::Internal {
+                what: format!("the C flags probe of {} panicked", tree.release),
+            })
+        })?;
+        if build.clang_args(&probed, tree) == build.clang_args(&guess, tree) {
+            guessed
+        } else {
+            build.generate_from(tree, &probed, out_dir, cache_dir)
+        }
+    })
 }
 
 /// `[target.<target>.<links>]`: what the build script would print.
