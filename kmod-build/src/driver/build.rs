@@ -298,7 +298,8 @@ pub fn build_for(
     let sysroot = sysroot::ensure(&project.root, &flags, reporter)?;
     let target_dir = out.join("cargo");
     let overrides = super::bindings::for_tree(project, tree, flags.target)?;
-    let shims = seed::compile_seeded(&project.root, &target_dir, reporter, || {
+    let codegen = super::compile::codegen(&flags, &sysroot);
+    let shims = seed::compile_seeded(&project.root, &target_dir, &codegen, reporter, || {
         Compile {
             workspace: &project.root,
             manifest: &project.manifest,

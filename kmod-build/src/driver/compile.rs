@@ -61,6 +61,17 @@ pub(crate) fn cargo(cwd: &Utf8Path, encoded_rustflags: &str) -> Command {
     command
 }
 
+/// What the kernel crates of a build are compiled with: the target, the
+/// codegen flags and the sysroot (see `seed`, which prefers a cargo
+/// directory of the same).
+pub(crate) fn codegen(flags: &RustFlags, sysroot: &Utf8Path) -> String {
+    format!(
+        "--target={} {} --sysroot={sysroot}",
+        flags.target,
+        flags.encoded()
+    )
+}
+
 /// What one module compile needs to know.
 pub(crate) struct Compile<'a> {
     pub workspace: &'a Utf8Path,

@@ -45,7 +45,8 @@ pub fn check(
     // check and a build of it from running at once.
     let target_dir = project.output_dir(&tree).join("cargo");
     let overrides = super::bindings::for_tree(project, &tree, flags.target)?;
-    seed::compile_seeded(&project.root, &target_dir, reporter, || {
+    let codegen = super::compile::codegen(&flags, &sysroot);
+    seed::compile_seeded(&project.root, &target_dir, &codegen, reporter, || {
         let compile = Compile {
             workspace: &project.root,
             manifest: &project.manifest,

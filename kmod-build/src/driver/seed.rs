@@ -49,13 +49,23 @@ enum Seeded {
 /// of the directory copied, so never of a build half-way through; one in
 /// use is passed over. Best effort: without a copy the build starts from
 /// nothing, as it would have.
-fn seed(workspace: &Utf8Path, target_dir: &Utf8Path, reporter: &dyn Reporter) -> Seeded {
-    seed_from(target_dir, || machine_copy(workspace), reporter)
+fn seed(
+    workspace: &Utf8Path,
+    target_dir: &Utf8Path,
+    codegen: &str,
+    reporter: &dyn Reporter,
+) -> Seeded {
+    seed_from(target_dir, codegen, || machine_copy(workspace), reporter)
 }
+
+/// Where a cargo directory says what codegen its kernel crates were last
+/// built with ([`compile_seeded`] writes it after each compile).
+const CODEGEN_FILE: &str = "kmod-codegen";
 
 /// [`seed`], with the machine's copy where `machine` says.
 fn seed_from(
     target_dir: &Utf8Path,
+    codegen: &str,
     machine: impl FnOnce() -> Option<Utf8PathBuf>,
     reporter: &dyn Reporter,
 ) -> Seeded {
@@ -67,9 +77,14 @@ fn seed_from(
     };
     // What a killed seeding left (no lock covers these).
     collect_leftovers(release_dir, &format!(".{name}."), false);
-    // The most recently built first: an old one may hold crates of an
-    // older kmod-build, which cargo would all rebuild.
-    let mut siblings: Vec<(std::time::SystemTime, Utf8PathBuf)> = release_dir
+    // Those whose kernel crates have this codegen first (cargo rebuilds
+    // only what depends on the tree then), each kind the most recently
+    // built first: an old one may hold crates of an older kmod-build,
+    // which cargo would all rebuild.
+    let same_codegen = |dir: &Utf8Path| {
+        std::fs::read_to_string(dir.join(CODEGEN_FILE)).is_ok_and(|text| text == codegen)
+    };
+    let mut siblings: Vec<((bool, std::time::SystemTime), Utf8PathBuf)> = release_dir
         .parent()
         .and_then(|kmod_dir| kmod_dir.read_dir_utf8().ok())
         .into_iter()
@@ -77,7 +92,7 @@ fn seed_from(
         .flatten()
         .map(|entry| entry.path().join(name))
         .filter(|dir| dir != target_dir)
-        .filter_map(|dir| Some((host_built_at(&dir)?, dir)))
+        .filter_map(|dir| Some(((same_codegen(&dir), host_built_at(&dir)?), dir)))
         .collect();
     siblings.sort_by_key(|sibling| std::cmp::Reverse(sibling.0));
     for (_, from) in siblings {
@@ -131,16 +146,21 @@ fn host_built_at(cargo_dir: &Utf8Path) -> Option<std::time::SystemTime> {
         .ok()
 }
 
-/// Runs `compile` (a cargo command on `target_dir`) after [`seed`], and
-/// [`publish`]es the directory when it had to start from nothing.
+/// Runs `compile` (a cargo command on `target_dir` for kernel crates of
+/// `codegen`: the target and flags, as the build gives them) after
+/// [`seed`], and [`publish`]es the directory when it had to start from
+/// nothing.
 pub(crate) fn compile_seeded<T>(
     workspace: &Utf8Path,
     target_dir: &Utf8Path,
+    codegen: &str,
     reporter: &dyn Reporter,
     compile: impl FnOnce() -> Result<T>,
 ) -> Result<T> {
-    let seeded = seed(workspace, target_dir, reporter);
+    let seeded = seed(workspace, target_dir, codegen, reporter);
     let compiled = compile()?;
+    // Only a preference among siblings: failing to write it is harmless.
+    let _ = std::fs::write(target_dir.join(CODEGEN_FILE), codegen);
     if seeded == Seeded::Cold {
         publish(workspace, target_dir);
     }
@@ -342,7 +362,7 @@ mod tests {
         // Its release's directory not made yet, as for a first build.
         let target = kmod.join("6.1.0-3-amd64/cargo");
         let said = Said::default();
-        assert_eq!(seed_from(&target, || None, &said), Seeded::Copied);
+        assert_eq!(seed_from(&target, "", || None, &said), Seeded::Copied);
         let copied = target.join("kmod/deps/libnew.rlib");
         assert!(copied.is_file(), "{:?}", said.0.lock().unwrap());
         assert!(!target.join("kmod/deps/libold.rlib").exists());
@@ -352,7 +372,33 @@ mod tests {
         assert!(!target.join("kmod/.cargo-lock").exists());
         assert!(said.0.lock().unwrap()[0].starts_with("Seeding"));
         // There now: left as it is.
-        assert_eq!(seed_from(&target, || None, &said), Seeded::Warm);
+        assert_eq!(seed_from(&target, "", || None, &said), Seeded::Warm);
+    }
+
+    #[test]
+    fn a_kernel_of_the_same_codegen_is_copied_before_a_newer_one() {
+        let dir = tempfile::tempdir().unwrap();
+        let kmod = Utf8Path::from_path(dir.path()).unwrap();
+        built(&kmod.join("6.1.0-1-amd64/cargo"), "same", 3600);
+        std::fs::write(
+            kmod.join("6.1.0-1-amd64/cargo").join(CODEGEN_FILE),
+            "x86 flags",
+        )
+        .unwrap();
+        built(&kmod.join("6.12.1-amd64/cargo"), "other", 60);
+        std::fs::write(
+            kmod.join("6.12.1-amd64/cargo").join(CODEGEN_FILE),
+            "ibt flags",
+        )
+        .unwrap();
+        let target = kmod.join("6.1.0-2-amd64/cargo");
+        let said = Said::default();
+        assert_eq!(
+            seed_from(&target, "x86 flags", || None, &said),
+            Seeded::Copied
+        );
+        assert!(target.join("kmod/deps/libsame.rlib").is_file());
+        assert!(!target.join("kmod/deps/libother.rlib").exists());
     }
 
     #[test]
@@ -366,7 +412,10 @@ mod tests {
             .unwrap();
         let target = kmod.join("6.1.0-2-amd64/cargo");
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
-        assert_eq!(seed_from(&target, || None, &Said::default()), Seeded::Cold);
+        assert_eq!(
+            seed_from(&target, "", || None, &Said::default()),
+            Seeded::Cold
+        );
         assert!(!target.join("kmod/deps/libbusy.rlib").exists());
     }
 
@@ -381,7 +430,7 @@ mod tests {
         std::fs::create_dir_all(target.parent().unwrap()).unwrap();
         let said = Said::default();
         assert_eq!(
-            seed_from(&target, || Some(machine.clone()), &said),
+            seed_from(&target, "", || Some(machine.clone()), &said),
             Seeded::Copied
         );
         assert!(target.join("kmod/deps/libbindgen.rlib").is_file());
@@ -392,7 +441,7 @@ mod tests {
         std::fs::remove_dir_all(&target).unwrap();
         let said = Said::default();
         assert_eq!(
-            seed_from(&other, || Some(machine.clone()), &said),
+            seed_from(&other, "", || Some(machine.clone()), &said),
             Seeded::Cold
         );
         let warned = said.0.lock().unwrap().join("\n");
