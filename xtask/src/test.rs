@@ -95,7 +95,7 @@ pub fn run(args: &Args) -> Result<()> {
             return results.finish();
         }
         Some(Only::Ship) => {
-            ship::run(&sh, &trees, &hello, &mut results);
+            ship::run(&sh, &trees, &[], &hello, &mut results);
             return results.finish();
         }
         Some(Only::Ktest) => {
@@ -157,7 +157,7 @@ pub fn run(args: &Args) -> Result<()> {
         runtime_checks(tree, &mut results);
         results.record(format!("boot::edu::{}", tree.release), edu::run(tree));
     }
-    ship::run(&sh, &trees, &hello, &mut results);
+    ship::run(&sh, &trees, &other_flavours, &hello, &mut results);
     new_project::run(&sh, &trees, &mut results);
     run::run(&sh, &trees, &mut results);
     editor::run(&sh, &trees, &mut results);

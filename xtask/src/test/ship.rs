@@ -22,7 +22,15 @@ const KEY_NAME: &str = "kmod-build test signing key";
 /// `sizeof(struct module_signature)`, between the PKCS#7 and the marker.
 const SIGNATURE_INFO_LEN: usize = 12;
 
-pub fn run(sh: &Shell, trees: &[KernelTree], hello: &ModuleCrate, results: &mut Results) {
+/// Signed hello on each of `trees`; the DKMS package built for each of
+/// `trees` and `dkms_only` (kernels of other flavours and machines).
+pub fn run(
+    sh: &Shell,
+    trees: &[KernelTree],
+    dkms_only: &[KernelTree],
+    hello: &ModuleCrate,
+    results: &mut Results,
+) {
     let keys = tempfile::tempdir().context("creating a key directory");
     let pair = keys
         .as_ref()
@@ -42,7 +50,7 @@ pub fn run(sh: &Shell, trees: &[KernelTree], hello: &ModuleCrate, results: &mut 
     let installed = DkmsPackage::add(sh, hello);
     // Installed kernels get `dkms install`; fetched ones (not this
     // system's, maybe not its architecture) `dkms build` with their tree.
-    for tree in trees {
+    for tree in trees.iter().chain(dkms_only) {
         let result = match &installed {
             Ok(package) if tree.origin() == kmod_build::Origin::Installed => {
                 package.install_and_boot(sh, tree)
