@@ -157,6 +157,8 @@ fn generate_one(
     let Some(_slot) = crate::process::spare_slot() else {
         return build.generate(tree, out_dir, cache_dir);
     };
+    // The probe's directory goes in it.
+    std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
     std::thread::scope(|scope| {
         let probe = scope.spawn(|| CFlags::probe(tree, cache_dir));
         let guessed = build.generate_from(tree, &guess, out_dir, cache_dir);
