@@ -49,6 +49,14 @@ impl BindingsCache {
     }
 
     /// Stores an entry; concurrent builds write whole files by renaming.
+    /// Removes the entry (a missing one is no error): for bindings made
+    /// from flags that proved wrong, which no build will look up.
+    pub fn remove(&self) {
+        for path in [&self.headers, &self.bindings] {
+            let _ = std::fs::remove_file(path);
+        }
+    }
+
     pub fn store(&self, bindings: &str, headers: &[String]) -> Result<()> {
         collect_leftovers(self.dir(), ".bindings-", false);
         write_cache_entry(&self.bindings, bindings)?;

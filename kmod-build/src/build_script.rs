@@ -370,6 +370,40 @@ impl Build {
         Ok(out)
     }
 
+    /// The cache entry of the bindings bindgen makes with `clang_args`.
+    fn bindings_cache(
+        &self,
+        clang_args: &[String],
+        tree: &KernelTree,
+        cache_dir: &Utf8Path,
+    ) -> BindingsCache {
+        // A kernel package update rewrites these in place.
+        let tree_stamp: Vec<String> = [
+            "include/generated/autoconf.h",
+            "include/generated/utsrelease.h",
+        ]
+        .iter()
+        .map(|file| file_stamp(&tree.path.join(file)))
+        .collect();
+        let mut key = StableHash::new();
+        key.part(self.wrapper())
+            .parts(&self.functions)
+            .parts(&self.types)
+            .parts(&self.vars)
+            .parts(clang_args)
+            .part(tree.path.as_str())
+            .part(&tree.release)
+            .parts(&tree_stamp);
+        BindingsCache::new(cache_dir, &key)
+    }
+
+    /// Removes the bindings cached for `tree` with `cflags` (flags that
+    /// proved wrong: no build looks them up).
+    pub(crate) fn forget_bindings(&self, cflags: &CFlags, tree: &KernelTree, cache_dir: &Utf8Path) {
+        self.bindings_cache(&self.clang_args(cflags, tree), tree, cache_dir)
+            .remove();
+    }
+
     /// What bindgen reads `tree`'s headers with, given its C flags.
     pub(crate) fn clang_args(&self, cflags: &CFlags, tree: &KernelTree) -> Vec<String> {
         cflags.for_clang(&self.name, tree.clang_target())
@@ -387,24 +421,7 @@ impl Build {
         // of the cache key): load it first to say so.
         check_libclang()?;
         let clang_args = self.clang_args(cflags, tree);
-        // A kernel package update rewrites these in place.
-        let tree_stamp: Vec<String> = [
-            "include/generated/autoconf.h",
-            "include/generated/utsrelease.h",
-        ]
-        .iter()
-        .map(|file| file_stamp(&tree.path.join(file)))
-        .collect();
-        let mut key = StableHash::new();
-        key.part(self.wrapper())
-            .parts(&self.functions)
-            .parts(&self.types)
-            .parts(&self.vars)
-            .parts(&clang_args)
-            .part(tree.path.as_str())
-            .part(&tree.release)
-            .parts(&tree_stamp);
-        let cache = BindingsCache::new(cache_dir, &key);
+        let cache = self.bindings_cache(&clang_args, tree, cache_dir);
         let (bindings, headers) = match cache.load() {
             Some(hit) => hit,
             None => {

@@ -99,7 +99,7 @@ impl CFlags {
     }
 
     /// A guess at `tree`'s flags, from those the newest probe of another
-    /// tree of its architecture cached beside `work_dir` (caches are per
+    /// tree of its architecture and series cached beside `work_dir` (caches are per
     /// release: `<cache>/<release>/`), that tree's paths made `tree`'s.
     /// Right where the two trees' Makefiles and configs agree on the flags
     /// (the flavours and ABIs of one series); only a probe says, so a
@@ -119,7 +119,14 @@ impl CFlags {
         };
         let mut lines = text.lines();
         let (path, _) = lines.next()?.strip_prefix("# ")?.rsplit_once(' ')?;
-        let (path, _) = path.rsplit_once(' ')?;
+        let (path, release) = path.rsplit_once(' ')?;
+        let series = |release: &str| {
+            let (major, minor, _) = crate::tree::version_key(release);
+            (major, minor)
+        };
+        if series(release) != series(&tree.release) {
+            return None;
+        }
         let (arch, source) = lines.next()?.strip_prefix("# source ")?.split_once(' ')?;
         if arch != tree.arch {
             return None;
@@ -283,9 +290,12 @@ mod tests {
         let new = tree("6.1.0-57-amd64", "amd64", "x86");
         let guess = CFlags::guess(&new, &cache.join(&new.release)).unwrap();
         assert_eq!(guess.args, args(&new));
-        // Nothing to guess from for another architecture, nor from itself.
+        // Nothing to guess from for another architecture or series, nor
+        // from itself.
         let arm = tree("6.1.0-57-arm64", "arm64", "arm64");
         assert_eq!(CFlags::guess(&arm, &cache.join(&arm.release)), None);
+        let later = tree("6.12.117+deb12-amd64", "amd64", "x86");
+        assert_eq!(CFlags::guess(&later, &cache.join(&later.release)), None);
         assert_eq!(CFlags::guess(&old, &cache.join(&old.release)), None);
     }
 

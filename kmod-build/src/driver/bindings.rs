@@ -170,6 +170,7 @@ fn generate_one(
         if build.clang_args(&probed, tree) == build.clang_args(&guess, tree) {
             guessed
         } else {
+            build.forget_bindings(&guess, tree, cache_dir);
             build.generate_from(tree, &probed, out_dir, cache_dir)
         }
     })
