@@ -51,6 +51,7 @@ impl BindingsCache {
     /// Stores an entry; concurrent builds write whole files by renaming.
     /// Removes the entry (a missing one is no error): for bindings made
     /// from flags that proved wrong, which no build will look up.
+    #[cfg(feature = "driver")]
     pub fn remove(&self) {
         for path in [&self.headers, &self.bindings] {
             let _ = std::fs::remove_file(path);

@@ -399,6 +399,7 @@ impl Build {
 
     /// Removes the bindings cached for `tree` with `cflags` (flags that
     /// proved wrong: no build looks them up).
+    #[cfg(feature = "driver")]
     pub(crate) fn forget_bindings(&self, cflags: &CFlags, tree: &KernelTree, cache_dir: &Utf8Path) {
         self.bindings_cache(&self.clang_args(cflags, tree), tree, cache_dir)
             .remove();
