@@ -33,21 +33,19 @@ pub fn run(sh: &Shell, trees: &[KernelTree], results: &mut Results) {
             drop(dir);
             output
         });
-    for tree in trees {
-        let release = &tree.release;
-        let result = output
-            .as_ref()
-            .map_err(|e| anyhow::anyhow!("{e:#}"))
-            .and_then(|output| per_kernel(output, release));
-        results.record(format!("boot::cargo_kmod_test::{release}"), result);
-    }
-    for tree in trees {
-        let release = &tree.release;
-        let result = output
-            .as_ref()
-            .map_err(|e| anyhow::anyhow!("{e:#}"))
-            .and_then(|output| leak_reported(output, release));
-        results.record(format!("boot::cargo_kmod_test_leak::{release}"), result);
+    let checks: [(&str, ReportCheck); 2] = [
+        ("cargo_kmod_test", per_kernel),
+        ("cargo_kmod_test_leak", leak_reported),
+    ];
+    for (name, check) in checks {
+        for tree in trees {
+            let release = &tree.release;
+            let result = output
+                .as_ref()
+                .map_err(|e| anyhow::anyhow!("{e:#}"))
+                .and_then(|output| check(output, release));
+            results.record(format!("boot::{name}::{release}"), result);
+        }
     }
     let examples: Vec<(&str, Result<(String, usize)>)> = EXAMPLES_WITH_TESTS
         .iter()
@@ -63,6 +61,9 @@ pub fn run(sh: &Shell, trees: &[KernelTree], results: &mut Results) {
         results.record(format!("boot::example_tests::{}", tree.release), result);
     }
 }
+
+/// A check of one kernel's part of the new project's output.
+type ReportCheck = fn(&str, &str) -> Result<()>;
 
 /// Examples of this repository with in-kernel tests of their own.
 const EXAMPLES_WITH_TESTS: &[&str] = &["params", "chardev"];
