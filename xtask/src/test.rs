@@ -308,11 +308,15 @@ fn suite_needs() -> Vec<Need> {
         needs.push(Need::new(
             &format!("the bootable image of each {name} tree"),
             &format!("linux-image-{suffix}amd64"),
+            // Not met by a series without trees: its headers come in the
+            // same install, and their image with them.
             move || {
-                KernelTree::installed()
-                    .iter()
-                    .filter(|tree| in_series(tree))
-                    .all(|tree| {
+                let trees: Vec<KernelTree> = KernelTree::installed()
+                    .into_iter()
+                    .filter(in_series)
+                    .collect();
+                !trees.is_empty()
+                    && trees.iter().all(|tree| {
                         Utf8PathBuf::from(format!("/boot/vmlinuz-{}", tree.release)).is_file()
                     })
             },
