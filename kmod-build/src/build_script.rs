@@ -453,6 +453,11 @@ impl Build {
             .layout_tests(false)
             .generate_comments(false)
             .derive_default(true)
+            // As the kernel's own bindings: Debug for every struct doubles
+            // what rustc compiles of them, and nothing formats them.
+            .derive_debug(false)
+            // In-process: rustfmt would be a second process per tree.
+            .formatter(bindgen::Formatter::Prettyplease)
             .parse_callbacks(Box::new(included))
             .parse_callbacks(Box::new(StripConstantPrefix));
         for (name, _) in &self.constants {
