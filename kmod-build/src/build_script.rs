@@ -405,6 +405,11 @@ impl Build {
             .remove();
     }
 
+    /// Whether [`Build::generate`] writes a C shim (the crate has helpers).
+    pub(crate) fn has_shim(&self) -> bool {
+        !self.helpers.is_empty()
+    }
+
     /// What bindgen reads `tree`'s headers with, given its C flags.
     pub(crate) fn clang_args(&self, cflags: &CFlags, tree: &KernelTree) -> Vec<String> {
         cflags.for_clang(&self.name, tree.clang_target())

@@ -40,8 +40,6 @@ impl CFlags {
         if let Some(flags) = CFlags::cached(tree, work_dir) {
             return Ok(flags);
         }
-        let cache = work_dir.join(CACHE_FILE);
-        let stamp = cache_stamp(tree);
         collect_leftovers(work_dir, ".probe.", false);
         // A directory of its own: build scripts of several packages (and
         // several builds) probe at once.
@@ -78,8 +76,49 @@ impl CFlags {
             line: 1,
             why: "no compiler command line (cmd_/savedcmd_) found".into(),
         })?;
-        write_cache_entry(&cache, &format!("{stamp}{}\n", flags.args.join("\n")))?;
+        flags.store(tree, work_dir)?;
         Ok(flags)
+    }
+
+    /// The flags [`CFlags::probe`] would read for `tree`, from the `.cmd`
+    /// file of a module object Kbuild compiled for it anyway (a module's C
+    /// shim): the object's and module's names made the probe's, and the
+    /// object's own defines (`-D<own_prefix>...`) dropped. Cached in
+    /// `work_dir` as a probe's are.
+    pub fn learn(
+        tree: &KernelTree,
+        work_dir: &Utf8Path,
+        cmd_file: &Utf8Path,
+        own_prefix: &str,
+    ) -> Result<CFlags> {
+        let object =
+            CFlags::parse_cmd_file(&read_to_string(cmd_file)?, &tree.path).ok_or_else(|| {
+                Error::Parse {
+                    path: cmd_file.to_owned(),
+                    line: 1,
+                    why: "no compiler command line (cmd_/savedcmd_) found".into(),
+                }
+            })?;
+        let flags = CFlags {
+            args: object
+                .args
+                .into_iter()
+                .filter(|arg| {
+                    !arg.strip_prefix("-D")
+                        .is_some_and(|define| define.starts_with(own_prefix))
+                })
+                .map(as_the_probes)
+                .collect(),
+        };
+        flags.store(tree, work_dir)?;
+        Ok(flags)
+    }
+
+    fn store(&self, tree: &KernelTree, work_dir: &Utf8Path) -> Result<()> {
+        write_cache_entry(
+            &work_dir.join(CACHE_FILE),
+            &format!("{}{}\n", cache_stamp(tree), self.args.join("\n")),
+        )
     }
 
     /// The flags [`CFlags::probe`] cached for `tree` in `work_dir`, if they
@@ -220,6 +259,20 @@ impl CFlags {
     }
 }
 
+/// `arg` as the probe object's compile has it, where it names its object
+/// or module.
+fn as_the_probes(arg: String) -> String {
+    const NAMES: [(&str, &str); 3] = [
+        ("-DKBUILD_BASENAME=", "\"probe\""),
+        ("-DKBUILD_MODNAME=", "\"probe\""),
+        ("-D__KBUILD_MODNAME=", "kmod_probe"),
+    ];
+    match NAMES.iter().find(|(define, _)| arg.starts_with(define)) {
+        Some((define, probe)) => format!("{define}{probe}"),
+        None => arg,
+    }
+}
+
 fn absolute(path: &str, tree: &Utf8Path) -> String {
     match path.strip_prefix("./") {
         Some(rest) => tree.join(rest).into_string(),
@@ -337,6 +390,40 @@ mod tests {
         assert!(!clang.iter().any(|a| a.contains("probe")));
         let include = clang.iter().position(|a| a == "-include").unwrap();
         assert_eq!(clang[include + 1], "/src/include/linux/kconfig.h");
+    }
+
+    #[test]
+    fn a_shims_compile_tells_the_probes_flags() {
+        let dir = tempfile::tempdir().unwrap();
+        let work = Utf8PathBuf::try_from(dir.path().to_owned()).unwrap();
+        let path = Utf8PathBuf::from("/tree");
+        let tree = KernelTree {
+            layout: crate::tree::Layout::detect(&path),
+            source: "/src".into(),
+            path,
+            release: "6.12.117+deb12-amd64".into(),
+            arch: "x86".into(),
+            sysroot: "/".into(),
+        };
+        let shim = CMD_6_12
+            .replace("/tmp/p/probe", "/k/hello_shim0")
+            .replace(
+                "-Wall -O2",
+                "-Wall -O2 -DKMOD_SHIM_USE_kmod_bug -DKBUILD_BASENAME='\"hello_shim0\"'",
+            )
+            .replace("'\"probe\"'", "'\"hello\"'")
+            .replace("kmod_probe", "kmod_hello");
+        let cmd_file = work.join(".hello_shim0.o.cmd");
+        std::fs::write(&cmd_file, shim).unwrap();
+        let learned = CFlags::learn(&tree, &work, &cmd_file, "KMOD_SHIM_USE_").unwrap();
+        let probed = CFlags::parse_cmd_file(
+            &CMD_6_12.replace("-Wall -O2", "-Wall -O2 -DKBUILD_BASENAME='\"probe\"'"),
+            &tree.path,
+        )
+        .unwrap();
+        assert_eq!(learned, probed);
+        // Cached as a probe's are.
+        assert_eq!(CFlags::cached(&tree, &work), Some(probed));
     }
 
     #[test]

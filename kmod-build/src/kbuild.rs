@@ -20,6 +20,9 @@ pub struct Linked {
     pub ko: Utf8PathBuf,
     /// Warnings modpost and objtool printed; a clean module has none.
     pub warnings: Vec<String>,
+    /// The `.cmd` file of the first shim's object, if there are shims:
+    /// the tree's own compiler command for an ordinary module object.
+    pub shim_command: Option<Utf8PathBuf>,
 }
 
 /// Links the Rust staticlib `staticlib` (which defines `init_module` and
@@ -142,6 +145,8 @@ impl PendingLink {
             .collect();
         let part = module_kbuild(name, crate_objects.len(), shims.len(), &used_helpers);
         let ko = build_dir.join(format!("{name}.ko"));
+        let shim_command =
+            (!shims.is_empty()).then(|| build_dir.join(format!(".{name}_shim0.o.cmd")));
         let output = self.release(&part)?;
         if !ko.is_file() {
             return Err(Error::Command {
@@ -155,7 +160,11 @@ impl PendingLink {
             .filter(|line| line.contains("WARNING:") || line.contains("warning:"))
             .map(String::from)
             .collect();
-        Ok(Linked { ko, warnings })
+        Ok(Linked {
+            ko,
+            warnings,
+            shim_command,
+        })
     }
 
     /// Writes the module's Kbuild part whole (the waiting `make` reads it as

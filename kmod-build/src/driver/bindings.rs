@@ -79,19 +79,47 @@ pub(crate) struct Overrides {
     /// the scripts had they run (cargo prints none for overridden ones):
     /// what rust-analyzer learns a crate's env and cfgs from.
     pub messages: Vec<String>,
+    /// The C flags the bindings were generated with when they are another
+    /// tree's, guessed ([`CFlags::guess`]) and not yet confirmed: the
+    /// link confirms them ([`confirm_guess`]).
+    pub guessed: Option<CFlags>,
+}
+
+/// Who confirms C flags guessed from another tree ([`CFlags::guess`]),
+/// when this tree's are not cached yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Confirm {
+    /// A probe of the tree (a `make` of a probe module, ~0.8 s), beside
+    /// bindgen.
+    Probe,
+    /// The module's link, whose compile of the shims is the tree's own
+    /// command for a module object ([`confirm_guess`]): no probe at all.
+    /// A probe still where there are no shims.
+    Link,
 }
 
 /// The overrides of `project`'s builds for `tree` (with the Rust target
 /// `target`): files in the tree's output directory, bindgen's cache with
 /// the project's other caches.
-pub(crate) fn for_tree(project: &Project, tree: &KernelTree, target: &str) -> Result<Overrides> {
+pub(crate) fn for_tree(
+    project: &Project,
+    tree: &KernelTree,
+    target: &str,
+    confirm: Confirm,
+) -> Result<Overrides> {
     generate(
         project.bindings_crates()?,
         tree,
         target,
         &project.output_dir(tree).join("bindings"),
-        &project.cache_dir().join(&tree.release),
+        &cflags_dir(project, tree),
+        confirm,
     )
+}
+
+/// Where `tree`'s C flags and bindgen's output are cached.
+fn cflags_dir(project: &Project, tree: &KernelTree) -> Utf8PathBuf {
+    project.cache_dir().join(&tree.release)
 }
 
 /// Generates the bindings of `crates` for `tree` into `dir/<links>/` and
@@ -104,16 +132,32 @@ fn generate(
     target: &str,
     dir: &Utf8Path,
     cache_dir: &Utf8Path,
+    confirm: Confirm,
 ) -> Result<Overrides> {
     if crates.is_empty() {
         return Ok(Overrides::default());
     }
+    let builds = crates
+        .iter()
+        .map(|declared| Build::from_spec(&declared.spec))
+        .collect::<Result<Vec<_>>>()?;
     let mut overrides = Overrides::default();
+    let mut cflags = CFlags::cached(tree, cache_dir);
+    if cflags.is_none() && confirm == Confirm::Link && builds.iter().any(Build::has_shim) {
+        overrides.guessed = CFlags::guess(tree, cache_dir);
+        cflags.clone_from(&overrides.guessed);
+    }
     let mut targets = toml::Table::new();
-    for declared in crates {
+    for (declared, build) in crates.iter().zip(&builds) {
         let out_dir = dir.join(&declared.links);
-        let build = Build::from_spec(&declared.spec)?;
-        let generated = generate_one(&build, tree, &out_dir, cache_dir)?;
+        let generated = match &cflags {
+            Some(cflags) => build.generate_from(tree, cflags, &out_dir, cache_dir)?,
+            None => {
+                let (generated, probed) = probe_beside_bindgen(build, tree, &out_dir, cache_dir)?;
+                cflags = Some(probed);
+                generated
+            }
+        };
         targets.insert(declared.links.clone(), override_table(&generated).into());
         overrides
             .messages
@@ -137,28 +181,33 @@ fn generate(
     Ok(overrides)
 }
 
-/// One crate's bindings for `tree`. A tree whose C flags are not cached yet
-/// is probed (a `make` of a probe module, ~0.8 s) while bindgen already
-/// runs with the flags guessed from another tree's ([`CFlags::guess`]),
-/// when the job budget has a slot for it; the guess is kept if the probe
-/// agrees, else bindgen runs again with the probed flags.
-fn generate_one(
+/// One crate's bindings for a tree whose C flags are not cached yet, and
+/// the probed flags. The probe runs while bindgen already reads the
+/// headers with the flags guessed from another tree's
+/// ([`CFlags::guess`]), when the job budget has a slot for it; the guess
+/// is kept if the probe agrees, else bindgen runs again with the probed
+/// flags.
+fn probe_beside_bindgen(
     build: &Build,
     tree: &KernelTree,
     out_dir: &Utf8Path,
     cache_dir: &Utf8Path,
-) -> Result<Generated> {
-    if let Some(cflags) = CFlags::cached(tree, cache_dir) {
-        return build.generate_from(tree, &cflags, out_dir, cache_dir);
-    }
-    let Some(guess) = CFlags::guess(tree, cache_dir) else {
-        return build.generate(tree, out_dir, cache_dir);
-    };
-    let Some(_slot) = crate::process::spare_slot() else {
-        return build.generate(tree, out_dir, cache_dir);
-    };
+) -> Result<(Generated, CFlags)> {
     // The probe's directory goes in it.
     std::fs::create_dir_all(cache_dir).map_err(|e| Error::io(cache_dir, e))?;
+    let probe_alone = || -> Result<(Generated, CFlags)> {
+        let probed = CFlags::probe(tree, cache_dir)?;
+        Ok((
+            build.generate_from(tree, &probed, out_dir, cache_dir)?,
+            probed,
+        ))
+    };
+    let Some(guess) = CFlags::guess(tree, cache_dir) else {
+        return probe_alone();
+    };
+    let Some(_slot) = crate::process::spare_slot() else {
+        return probe_alone();
+    };
     std::thread::scope(|scope| {
         let probe = scope.spawn(|| CFlags::probe(tree, cache_dir));
         let guessed = build.generate_from(tree, &guess, out_dir, cache_dir);
@@ -168,12 +217,37 @@ fn generate_one(
             })
         })?;
         if build.clang_args(&probed, tree) == build.clang_args(&guess, tree) {
-            guessed
+            Ok((guessed?, probed))
         } else {
             build.forget_bindings(&guess, tree, cache_dir);
-            build.generate_from(tree, &probed, out_dir, cache_dir)
+            let generated = build.generate_from(tree, &probed, out_dir, cache_dir)?;
+            Ok((generated, probed))
         }
     })
+}
+
+/// After the link of a build whose bindings were generated with the
+/// `guess`ed C flags: reads the tree's own flags from the shim's compile
+/// (`shim_command`, its `.cmd` file) and caches them as a probe would.
+/// False if bindgen would read the headers otherwise with them: the
+/// guessed bindings are forgotten, and the build must run again.
+pub(crate) fn confirm_guess(
+    project: &Project,
+    tree: &KernelTree,
+    guess: &CFlags,
+    shim_command: &Utf8Path,
+) -> Result<bool> {
+    let cache_dir = cflags_dir(project, tree);
+    let flags = CFlags::learn(tree, &cache_dir, shim_command, crate::shim::SHIM_USE_PREFIX)?;
+    let mut confirmed = true;
+    for declared in project.bindings_crates()? {
+        let build = Build::from_spec(&declared.spec)?;
+        if build.clang_args(&flags, tree) != build.clang_args(guess, tree) {
+            build.forget_bindings(guess, tree, &cache_dir);
+            confirmed = false;
+        }
+    }
+    Ok(confirmed)
 }
 
 /// `[target.<target>.<links>]`: what the build script would print.

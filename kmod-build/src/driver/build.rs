@@ -5,6 +5,7 @@ use std::time::Instant;
 
 use camino::{Utf8Path, Utf8PathBuf};
 
+use super::bindings::Confirm;
 use super::compile::Compile;
 use super::fingerprint::Fingerprint;
 use super::lock::lock_file;
@@ -271,6 +272,33 @@ pub fn build_for(
     features: &[String],
     reporter: &dyn Reporter,
 ) -> Result<Utf8PathBuf> {
+    if let Some(ko) = build_confirming(project, module, tree, features, Confirm::Link, reporter)? {
+        return Ok(ko);
+    }
+    reporter.status(
+        "Rebuilding",
+        &format!(
+            "{} ({}): its C flags are not those guessed from another kernel's",
+            module.name, tree.release
+        ),
+    );
+    build_confirming(project, module, tree, features, Confirm::Probe, reporter)?.ok_or_else(|| {
+        Error::Internal {
+            what: format!("C flags of {} guessed after a probe", tree.release),
+        }
+    })
+}
+
+/// [`build_for`], with C flags guessed from another tree confirmed as
+/// `confirm` says; `None` if the link showed the guess wrong.
+fn build_confirming(
+    project: &Project,
+    module: &ModuleCrate,
+    tree: &KernelTree,
+    features: &[String],
+    confirm: Confirm,
+    reporter: &dyn Reporter,
+) -> Result<Option<Utf8PathBuf>> {
     let name = &module.name;
     let release = &tree.release;
     let out = project.output_dir(tree);
@@ -297,7 +325,7 @@ pub fn build_for(
     };
     let sysroot = sysroot::ensure(&project.root, &flags, reporter)?;
     let target_dir = out.join("cargo");
-    let overrides = super::bindings::for_tree(project, tree, flags.target)?;
+    let overrides = super::bindings::for_tree(project, tree, flags.target, confirm)?;
     let codegen = super::compile::codegen(&flags, &sysroot);
     let shims = seed::compile_seeded(&project.root, &target_dir, &codegen, reporter, || {
         Compile {
@@ -325,6 +353,11 @@ pub fn build_for(
         None => kbuild::start_link(tree, name, &kbuild_dir)?,
     };
     let linked = link.finish(&staticlib(project, module, tree), &shims)?;
+    if let (Some(guess), Some(shim_command)) = (&overrides.guessed, &linked.shim_command) {
+        if !super::bindings::confirm_guess(project, tree, guess, shim_command)? {
+            return Ok(None);
+        }
+    }
     if !linked.warnings.is_empty() {
         return Err(Error::BadModule {
             module: linked.ko,
@@ -372,7 +405,7 @@ pub fn build_for(
     }
     install(&linked.ko, &ko)?;
     fingerprint(project, module, tree, features).record()?;
-    Ok(ko)
+    Ok(Some(ko))
 }
 
 /// Copies the checked module to its output path whole: a temporary file

@@ -44,7 +44,12 @@ pub fn check(
     // their compiled dependencies serve both, and cargo's lock keeps a
     // check and a build of it from running at once.
     let target_dir = project.output_dir(&tree).join("cargo");
-    let overrides = super::bindings::for_tree(project, &tree, flags.target)?;
+    let overrides = super::bindings::for_tree(
+        project,
+        &tree,
+        flags.target,
+        super::bindings::Confirm::Probe,
+    )?;
     let codegen = super::compile::codegen(&flags, &sysroot);
     seed::compile_seeded(&project.root, &target_dir, &codegen, reporter, || {
         let compile = Compile {

@@ -825,7 +825,68 @@ fn damaged(env: &Env, tree: &KernelTree, sysroot: Option<&Utf8PathBuf>) -> Resul
             failures.case(&name, damaged_entry(env, tree, &kernel, entry, damage));
         }
     }
+    for wrong in [false, true] {
+        let name = format!("C flags guessed {}", if wrong { "wrong" } else { "right" });
+        failures.case(&name, guessed_flags(env, tree, &kernel, wrong));
+    }
     failures.into_result()
+}
+
+/// A tree without C flags of its own beside a sibling's (another flavour
+/// or ABI of its series, as on a kernel update): the build generates the
+/// bindings with the sibling's flags, and its link, whose compile of the
+/// shim is the tree's own command, confirms them (the entry it leaves is
+/// what a probe finds) or, `wrong` (a define the tree's flags lack), shows
+/// them wrong: the build then runs again with the tree's.
+fn guessed_flags(env: &Env, tree: &KernelTree, kernel: &Kernel, wrong: bool) -> Result<()> {
+    let cache = env.cache();
+    let own = cache.join(&tree.release).join("cflags");
+    let entry = std::fs::read(&own).with_context(|| format!("reading {own}"))?;
+    let text = kmod_build::parse_cache_entry(&entry)
+        .map_err(|why| anyhow::anyhow!("{own}: {why}"))?
+        .to_owned();
+    let (stamp, flags) = text
+        .split_once('\n')
+        .with_context(|| format!("{own} has no stamp line"))?;
+    let sibling = format!("{}-sibling", tree.release);
+    let mut guess = format!(
+        "{}\n{flags}",
+        stamp.replacen(&format!(" {} ", tree.release), &format!(" {sibling} "), 1)
+    );
+    if wrong {
+        guess.push_str("-DKMOD_BUILD_WRONG_GUESS=1\n");
+    }
+    let sibling_dir = cache.join(&sibling);
+    std::fs::create_dir_all(&sibling_dir).with_context(|| format!("creating {sibling_dir}"))?;
+    std::fs::write(
+        sibling_dir.join("cflags"),
+        kmod_build::encode_cache_entry(&guess),
+    )?;
+    std::fs::remove_file(&own).with_context(|| format!("removing {own}"))?;
+    let result = (|| {
+        env.touch(HELLO)?;
+        let finished = env.build_ok(HELLO, tree, kernel)?;
+        let rebuilt = finished.stderr.contains("Rebuilding");
+        ensure!(
+            rebuilt == wrong,
+            "the build {} again:\n{}",
+            if rebuilt { "ran" } else { "did not run" },
+            tail(&finished.stderr, 12)
+        );
+        let probe_dir = tempfile::tempdir()?;
+        let probed =
+            kmod_build::CFlags::probe(tree, &Utf8PathBuf::try_from(probe_dir.path().to_owned())?)?;
+        let learned = kmod_build::CFlags::cached(tree, &cache.join(&tree.release));
+        ensure!(
+            learned.as_ref() == Some(&probed),
+            "the C flags the build left in {own} are not the probe's:\n{:?}\nprobed:\n{:?}",
+            learned.map(|flags| flags.args),
+            probed.args
+        );
+        Ok(())
+    })();
+    std::fs::remove_dir_all(&sibling_dir).with_context(|| format!("removing {sibling_dir}"))?;
+    result
 }
 
 /// The entry of the bindings cache the runtime's build used: the one
