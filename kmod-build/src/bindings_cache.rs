@@ -10,6 +10,10 @@ use crate::error::Result;
 use crate::files::{collect_leftovers, read_cache_entry, write_cache_entry, CacheEntry};
 use crate::stable_hash::StableHash;
 
+/// Bumped when what bindgen is asked for changes (its options in
+/// `Build::generate_bindings`) between versions: 2 dropped `Debug`.
+const GENERATOR_EPOCH: u32 = 2;
+
 pub(crate) struct BindingsCache {
     bindings: Utf8PathBuf,
     /// The headers bindgen read, one per line: cargo's rerun triggers.
@@ -21,6 +25,7 @@ impl BindingsCache {
     pub fn new(cache_dir: &Utf8Path, key: &StableHash) -> BindingsCache {
         let mut key = key.clone();
         key.part(env!("CARGO_PKG_VERSION"))
+            .part(GENERATOR_EPOCH.to_le_bytes())
             .part(bindgen::clang_version().full);
         let stem = format!("bindings-{}", key.hex16());
         BindingsCache {
