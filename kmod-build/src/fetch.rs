@@ -41,8 +41,8 @@ pub fn fetch(release: &str) -> Result<Fetched> {
     let headers = qualified(&format!("linux-headers-{release}"));
     let image = qualified(&format!("linux-image-{release}"));
     if !apt_knows(&headers) {
-        if let Some(arch) = arch.filter(|arch| *arch != native_arch() && !foreign_enabled(arch)) {
-            add_architecture(release, &arch)?;
+        if let Some(arch) = &arch {
+            enable_architecture(arch, release)?;
         }
     }
     if !apt_knows(&headers) {
@@ -308,6 +308,16 @@ fn native_arch() -> String {
 fn foreign_enabled(arch: &str) -> bool {
     capture(Command::new("dpkg").arg("--print-foreign-architectures"))
         .is_ok_and(|list| list.split_whitespace().any(|a| a == arch))
+}
+
+/// Makes apt list the packages of `arch` (this machine's, or a foreign
+/// one added with `dpkg --add-architecture` and `apt-get update` when
+/// root); the error, naming `wanted` (what needs them), says how.
+pub fn enable_architecture(arch: &str, wanted: &str) -> Result<()> {
+    if arch == native_arch() || foreign_enabled(arch) {
+        return Ok(());
+    }
+    add_architecture(wanted, arch)
 }
 
 /// `dpkg --add-architecture` and `apt-get update` when root; else the

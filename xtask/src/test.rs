@@ -244,6 +244,13 @@ const OTHER_FLAVOURS: &[&str] = &["cloud-amd64", "rt-amd64", "arm64"];
 /// each of [`OTHER_FLAVOURS`] the archive offers, fetched (or found in the
 /// cache); each failure to find or fetch one is a failed test.
 fn other_flavours(installed: &[KernelTree], results: &mut Results) -> Vec<KernelTree> {
+    // A bare machine's apt lists only its own architecture's kernels.
+    for flavour in OTHER_FLAVOURS {
+        let arch = flavour.rsplit('-').next().unwrap_or(flavour);
+        if let Err(error) = kmod_build::fetch::enable_architecture(arch, flavour) {
+            results.record(format!("fetch::architecture-{arch}"), Err(error.into()));
+        }
+    }
     let offered = match kmod_build::fetch::offered() {
         Ok(offered) => offered,
         Err(error) => {
