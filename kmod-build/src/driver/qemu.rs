@@ -914,8 +914,67 @@ fn probe_kvm(qemu: &Utf8Path, vmlinuz: &Utf8Path) -> (Accel, String) {
 // ---------------------------------------------------------------------------
 // Console parsing
 
+/// The guest's console as text, without `\r`, and with each kernel record
+/// (`[    6.010130] text`) that cut into a line of the guest's output put
+/// before that line, which is whole again: on PREEMPT_RT kernels (6.12)
+/// printk prints from a thread of its own, so a record can land in the
+/// middle of a marker. Not a record: what follows `<N>` (`dmesg -r`).
 fn normalize_console(raw: &[u8]) -> String {
-    String::from_utf8_lossy(raw).replace('\r', "")
+    let text = String::from_utf8_lossy(raw).replace('\r', "");
+    let mut out = String::with_capacity(text.len());
+    // The start of a line records cut, and those records.
+    let mut cut: Option<String> = None;
+    let mut records = String::new();
+    for line in text.split_inclusive('\n') {
+        if cut.is_some() && record_at(line) {
+            records.push_str(line);
+            continue;
+        }
+        let start = cut.take().unwrap_or_default();
+        let found = line.char_indices().skip(1).find(|&(at, _)| {
+            record_at(&line[at..]) && !is_dmesg_level(&format!("{start}{}", &line[..at]))
+        });
+        match found {
+            Some((at, _)) => {
+                cut = Some(start + &line[..at]);
+                records.push_str(&line[at..]);
+            }
+            None => {
+                out.push_str(&records);
+                records.clear();
+                out.push_str(&start);
+                out.push_str(line);
+            }
+        }
+    }
+    out.push_str(&records);
+    out.push_str(&cut.unwrap_or_default());
+    out
+}
+
+/// Whether `text` starts with a kernel record's timestamp, `[ 12.345678] `.
+fn record_at(text: &str) -> bool {
+    let Some(rest) = text.strip_prefix('[') else {
+        return false;
+    };
+    let rest = rest.trim_start_matches(' ');
+    let Some((seconds, rest)) = rest.split_once('.') else {
+        return false;
+    };
+    let Some((fraction, _)) = rest.split_once("] ") else {
+        return false;
+    };
+    [seconds, fraction]
+        .iter()
+        .all(|part| !part.is_empty() && part.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `<6>`: how `dmesg -r` starts a line, before the record's timestamp.
+fn is_dmesg_level(prefix: &str) -> bool {
+    prefix
+        .strip_prefix('<')
+        .and_then(|rest| rest.strip_suffix('>'))
+        .is_some_and(|level| !level.is_empty() && level.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn tail_lines(text: &str, n: usize) -> String {
@@ -1272,6 +1331,41 @@ partial==== kmod-section a end rc=1
         assert_eq!(console, "a\nb\nc\n");
         assert_eq!(tail_lines(&console, 2), "  | b\n  | c\n");
         assert_eq!(tail_lines("", 2), "  | (nothing)\n");
+    }
+
+    #[test]
+    fn kernel_records_that_cut_a_line_go_before_it() {
+        let console = normalize_console(
+            b"==== kmod-section many end rc=1\r\n\
+              ==== kmod-section b[    6.010130] flags: can only take 3 arguments\r\n\
+              [    6.010200] second\r\n\
+              ad begin\r\n\
+              sh: write error: Invalid argument\r\n\
+              ==== kmod-section bad end rc=1\r\n",
+        );
+        assert_eq!(
+            console,
+            "==== kmod-section many end rc=1\n\
+             [    6.010130] flags: can only take 3 arguments\n\
+             [    6.010200] second\n\
+             ==== kmod-section bad begin\n\
+             sh: write error: Invalid argument\n\
+             ==== kmod-section bad end rc=1\n"
+        );
+        let section = find_section(&console, "bad").unwrap();
+        assert_eq!(
+            (section.output, section.rc),
+            ("sh: write error: Invalid argument\n", 1)
+        );
+        // Records on lines of their own, `dmesg -r`'s and a bracket that is
+        // no timestamp stay where they are; so does a cut line the console
+        // ends in.
+        let kept = "[    1.000000] boot\n<6>[    4.678367] x86/mm: ok\nlist[1.x] y\n";
+        assert_eq!(normalize_console(kept.as_bytes()), kept);
+        assert_eq!(
+            normalize_console(b"partial[    2.5] late\n"),
+            "[    2.5] late\npartial"
+        );
     }
 
     #[test]
