@@ -90,10 +90,7 @@ pub fn ensure(needs: &[Need], may_install: bool, reporter: &dyn Reporter) -> Res
     if !absent.is_empty() && can_install {
         let packages = packages(&absent);
         reporter.status("Updating", "apt-get's package lists");
-        super::run_status(
-            std::process::Command::new("apt-get").args(["update", "-q"]),
-            "apt-get update",
-        )?;
+        apt_update()?;
         let (from_release, from_backports) = split_by_backports(packages);
         if !from_release.is_empty() {
             reporter.status("Installing", &from_release.join(" "));
@@ -127,6 +124,13 @@ pub fn ensure(needs: &[Need], may_install: bool, reporter: &dyn Reporter) -> Res
             packages(&absent).join(" ")
         ),
     })
+}
+
+fn apt_update() -> Result<()> {
+    super::run_status(
+        std::process::Command::new("apt-get").args(["update", "-q"]),
+        "apt-get update",
+    )
 }
 
 fn apt_install(options: &[&str], packages: &[String]) -> Result<()> {
@@ -217,10 +221,7 @@ fn backports_suite(reporter: &dyn Reporter) -> Result<String> {
             ),
         )
         .map_err(|e| Error::io(list, e))?;
-        super::run_status(
-            std::process::Command::new("apt-get").args(["update", "-q"]),
-            "apt-get update",
-        )?;
+        apt_update()?;
     }
     Ok(suite)
 }
